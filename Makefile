@@ -1,0 +1,59 @@
+# kserve-ansible: one entry point for set-up and tasks.  `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+KSA_CACHE ?= $(HOME)/.cache/kserve-ansible
+export KSA_CACHE
+BIN := $(CURDIR)/$(VENV)/bin
+export PATH := $(BIN):$(KSA_CACHE)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | sha256sum | cut -c1-12)
+MIRROR ?= $(abspath ../shared/upstream)
+
+.PHONY: help setup tools demo test lint unit cluster-up cluster-down cluster-status bench clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv and install the pinned Python deps (idempotent, seconds when done)
+
+$(STAMP): requirements.txt constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
+	@rm -f $(VENV)/.installed-*; touch $@
+
+tools: ## build (or reuse) the local control plane's binaries from the Go module proxy
+	bash tests/localcluster/gotools/build.sh
+
+lint: setup ## quality gates: yamllint, ruff, ansible-lint (production), syntax check
+	yamllint --strict .
+	ruff check .
+	ruff format --check .
+	ansible-playbook --syntax-check site.yml
+	ansible-lint --profile production
+
+unit: setup ## fast tests (no cluster)
+	pytest -m "not cluster" -q
+
+test: setup tools lint ## the whole test suite: gates + unit + cluster tests (starts and stops a local cluster)
+	pytest -q
+
+cluster-up: setup tools ## start the local control plane (idempotent); prints how to use it
+	$(BIN)/python -m tests.localcluster up
+
+cluster-down: ## stop the local control plane, leaving nothing running
+	$(BIN)/python -m tests.localcluster down
+
+cluster-status: ## show the local control plane's components
+	$(BIN)/python -m tests.localcluster status
+
+demo: cluster-up ## set up, start the local cluster and converge site.yml from the offline mirror
+	ansible-playbook site.yml -e kserve_ansible_mirror_dir=$(MIRROR) \
+	  -e kserve_ansible_kubeconfig=$$($(BIN)/python -m tests.localcluster kubeconfig)
+
+bench: setup tools ## benchmarks (not tests): see bench/README.md
+	$(BIN)/python -m bench
+
+clean: cluster-down ## remove the virtualenv (the Go build cache in $(KSA_CACHE) is kept)
+	rm -rf $(VENV)

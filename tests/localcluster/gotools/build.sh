@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Build (or reuse) the local control plane's binaries from the Go module proxy.
+# Output: $KSA_CACHE/bin/<version-key>/{kube-apiserver,kube-controller-manager,kube-scheduler,etcd,kwok,helm,vegeta,kubectl}
+# Every binary is keyed by its pinned version, so a warm run only checks files and takes well under a second.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=/dev/null
+. "$here/versions.env"
+cache=${KSA_CACHE:-$HOME/.cache/kserve-ansible}
+bindir="$cache/bin"
+work="$cache/gobuild"
+mkdir -p "$bindir" "$work"
+export GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0 GOTOOLCHAIN=${GOTOOLCHAIN:-local}
+export GOMODCACHE=${GOMODCACHE:-$cache/gomod} GOCACHE=${GOCACHE:-$cache/gocache}
+
+log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+# have NAME VERSION: true when the binary for that version is already built.
+have() { [ -x "$bindir/$1-$2" ]; }
+link() { ln -sf "$1-$2" "$bindir/$1"; }
+
+# wrapper DIR MODULE VERSION PKG...: a throwaway module that requires MODULE@VERSION and (through a
+# tools.go file that is never compiled) imports the commands to build, so `go mod tidy` keeps the pin.
+wrapper() {
+  local dir=$1 mod=$2 ver=$3; shift 3
+  rm -rf "$dir"; mkdir -p "$dir"
+  printf 'module ksa.local/build\n\ngo 1.24.0\n\nrequire %s %s\n' "$mod" "$ver" >"$dir/go.mod"
+  { printf '//go:build tools\n\npackage tools\n\nimport (\n'; for p in "$@"; do printf '\t_ "%s"\n' "$p"; done; printf ')\n'; } >"$dir/tools.go"
+}
+
+# godirective DIR MODULE VERSION: copy the upstream module's `go` directive into the wrapper.
+godirective() {
+  local gomod godir
+  gomod=$(cd "$1" && go mod download -json "$2@$3" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  godir=$(sed -n 's/^go \(.*\)$/\1/p' "$gomod" | head -1)
+  [ -z "$godir" ] || sed -i "s/^go .*/go $godir/" "$1/go.mod"
+  printf '%s\n' "$gomod"
+}
+
+build_kubernetes() {
+  local v=$KUBERNETES_VERSION minor
+  local all=1
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do have "$b" "$v" || all=0; done
+  if [ $all = 1 ]; then for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do link "$b" "$v"; done; return; fi
+  log "kubernetes $v: preparing wrapper module"
+  local dir="$work/kubernetes-$v"
+  wrapper "$dir" k8s.io/kubernetes "$v" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+  local gomod; gomod=$(godirective "$dir" k8s.io/kubernetes "$v")
+  local staging="v0.${v#v1.}"
+  # Every staging module the upstream go.mod replaces with ./staging/... is served as k8s.io/<name> v0.X.Y.
+  grep -E '^\s*k8s.io/[a-z0-9-]+ => ./staging/' "$gomod" | awk -v s="$staging" '{print "replace " $1 " => " $1 " " s}' >>"$dir/go.mod"
+  minor=$(echo "$v" | cut -d. -f2)
+  local ld="-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=1 \
+-X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean \
+-X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z \
+-X k8s.io/client-go/pkg/version.gitVersion=$v -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
+  (cd "$dir" && go mod tidy)
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    have "$b" "$v" && { link "$b" "$v"; continue; }
+    log "kubernetes $v: building $b"
+    (cd "$dir" && go build -trimpath -p 2 -ldflags "$ld" -o "$bindir/$b-$v.tmp" "k8s.io/kubernetes/cmd/$b")
+    mv "$bindir/$b-$v.tmp" "$bindir/$b-$v"; link "$b" "$v"
+  done
+}
+
+# simple NAME MODULE VERSION PACKAGE [LDFLAGS]
+simple() {
+  local name=$1 mod=$2 ver=$3 pkg=$4 ld=${5:-"-s -w"}
+  if have "$name" "$ver"; then link "$name" "$ver"; return; fi
+  log "$name $ver: building $pkg"
+  local dir="$work/$name-$ver"
+  wrapper "$dir" "$mod" "$ver" "$pkg"
+  godirective "$dir" "$mod" "$ver" >/dev/null
+  (cd "$dir" && go mod tidy)
+  (cd "$dir" && go build -trimpath -p 2 -ldflags "$ld" -o "$bindir/$name-$ver.tmp" "$pkg")
+  mv "$bindir/$name-$ver.tmp" "$bindir/$name-$ver"; link "$name" "$ver"
+}
+
+targets=${*:-"kubernetes etcd kwok helm vegeta"}
+start=$(date +%s)
+for t in $targets; do
+  case $t in
+    kubernetes) build_kubernetes ;;
+    etcd) simple etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3 ;;
+    kwok) simple kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ;;
+    helm) simple helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
+            "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;;
+    vegeta) simple vegeta github.com/tsenart/vegeta/v12 "$VEGETA_VERSION" github.com/tsenart/vegeta/v12 \
+            "-s -w -X main.Version=$VEGETA_VERSION" ;;
+    *) echo "unknown target $t" >&2; exit 2 ;;
+  esac
+done
+log "done in $(( $(date +%s) - start ))s: $(ls "$bindir" | grep -v -- - | tr '\n' ' ')"
