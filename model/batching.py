@@ -1,0 +1,121 @@
+"""Dynamic batching: concurrent requests share one forward pass.
+
+Requests arriving while a forward pass runs queue up; when the pass finishes, the queued requests
+(up to ``max_batch_size`` texts) run together in the next pass. A lone request runs at once, so a
+single client pays no batching delay unless ``max_wait_seconds`` asks the batcher to wait for
+company. All passes run in one worker thread: the model is never called concurrently (intra-op
+threads already use every allowed core), and the event loop stays free to accept requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class _Job:
+    items: list[Any]
+    future: asyncio.Future = field(repr=False)
+
+
+class MicroBatcher:
+    """Runs ``run_batch(items) -> results`` (one result per item, same order) on batches of jobs."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[Any]], Sequence[Any]],
+        max_batch_size: int = 32,
+        max_wait_seconds: float = 0.0,
+        on_batch: Callable[[int], None] | None = None,
+        thread_initializer: Callable[[], None] | None = None,
+    ):
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        if max_wait_seconds < 0:
+            raise ValueError(f"max_wait_seconds must not be negative, got {max_wait_seconds}")
+        self.run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.max_wait_seconds = max_wait_seconds
+        self.on_batch = on_batch
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="forward-pass", initializer=thread_initializer
+        )
+        self._queue: deque[_Job] = deque()
+        self._queued_items = 0
+        self._wakeup: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+
+    async def submit(self, items: list[Any]) -> list[Any]:
+        """Queue ``items`` (kept together in one batch) and wait for their results."""
+        if not items:
+            return []
+        loop = asyncio.get_running_loop()
+        job = _Job(list(items), loop.create_future())
+        self._queue.append(job)
+        self._queued_items += len(job.items)
+        self._ensure_worker()
+        self._wakeup.set()
+        return await job.future
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or self._worker.done():
+            self._wakeup = asyncio.Event()
+            self._worker = asyncio.get_running_loop().create_task(self._work(), name="micro-batcher")
+
+    def _take_batch(self) -> list[_Job]:
+        """The oldest queued jobs, up to max_batch_size items (a bigger single job goes alone)."""
+        batch: list[_Job] = []
+        size = 0
+        while self._queue:
+            job = self._queue[0]
+            if job.future.done():  # the client went away (request cancelled) before its turn
+                self._queue.popleft()
+                self._queued_items -= len(job.items)
+                continue
+            if batch and size + len(job.items) > self.max_batch_size:
+                break
+            self._queue.popleft()
+            self._queued_items -= len(job.items)
+            batch.append(job)
+            size += len(job.items)
+        return batch
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                if self.max_wait_seconds and self._queued_items < self.max_batch_size:
+                    await asyncio.sleep(self.max_wait_seconds)
+                batch = self._take_batch()
+                if not batch:
+                    continue
+                items = [item for job in batch for item in job.items]
+                if self.on_batch is not None:
+                    self.on_batch(len(items))
+                try:
+                    results = await loop.run_in_executor(self._executor, self.run_batch, items)
+                    if len(results) != len(items):
+                        raise RuntimeError(f"{len(results)} results for {len(items)} texts")
+                except Exception as error:  # the error belongs to the requests of this batch
+                    for job in batch:
+                        if not job.future.done():
+                            job.future.set_exception(error)
+                    continue
+                start = 0
+                for job in batch:
+                    end = start + len(job.items)
+                    if not job.future.done():
+                        job.future.set_result(list(results[start:end]))
+                    start = end
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)

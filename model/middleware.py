@@ -1,0 +1,142 @@
+"""ASGI middleware in front of KServe's REST server: request metrics and request size limits.
+
+They sit outside KServe's routes, so they also see the requests KServe refuses before our model runs
+(non-JSON bodies, unknown models) and can refuse an oversized body before it is read into memory.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+import orjson
+
+from model.metrics import REQUEST_DURATION, REQUESTS
+
+INFERENCE_PATH = re.compile(
+    r"^/(?P<protocol>v1)/models/(?P<model>[^/:]+):predict$"
+    r"|^/(?P<protocol2>v2)/models/(?P<model2>[^/]+)(?:/versions/[^/]+)?/infer$"
+)
+
+
+def inference_route(path: str) -> tuple[str, str] | None:
+    """(protocol, model name) of an inference path, or None for other paths."""
+    match = INFERENCE_PATH.match(path)
+    if match is None:
+        return None
+    return (match["protocol"] or match["protocol2"], match["model"] or match["model2"])
+
+
+async def send_error(send: Callable, status: int, message: str, headers: list | None = None) -> None:
+    """A JSON error answer shaped like KServe's: ``{"error": message}``."""
+    body = orjson.dumps({"error": message})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(headers or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestMetricsMiddleware:
+    """Counts inference requests by model/protocol/status and times them end to end.
+
+    Model names not served here are counted as ``model="unknown"`` so that random paths cannot
+    create unbounded label values.
+    """
+
+    def __init__(self, app, served_models: Callable[[], set[str]]):
+        self.app = app
+        self.served_models = served_models
+
+    async def __call__(self, scope, receive, send):
+        route = inference_route(scope["path"]) if scope["type"] == "http" else None
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        protocol, model = route
+        if model not in self.served_models():
+            model = "unknown"
+        status = 500
+        start = time.perf_counter()
+
+        async def send_and_observe(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_observe)
+        finally:
+            REQUEST_DURATION.labels(model, protocol).observe(time.perf_counter() - start)
+            REQUESTS.labels(model, protocol, str(status)).inc()
+
+
+REPOSITORY_PATH = re.compile(r"^/v2/repository/models/[^/]+/(load|unload)$")
+
+
+class RequestGuardMiddleware:
+    """Refuses requests KServe would handle badly or should not act on.
+
+    - inference requests with a method other than POST: 405 (KServe says "model does not exist");
+    - bodies over ``max_body_bytes``: 413, checked on Content-Length and while reading a chunked body;
+    - v2 binary tensor data (``inference-header-content-length``): 415, only JSON tensors are
+      supported (KServe 0.14 answers malformed binary requests with 500);
+    - model repository load/unload: 403; this server serves one model for its whole life, and an
+      unauthenticated unload would take it offline until the pod restarts.
+    """
+
+    def __init__(self, app, max_body_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if REPOSITORY_PATH.match(scope["path"]):
+            await send_error(send, 403, "loading and unloading models is disabled on this server")
+            return
+        route = inference_route(scope["path"])
+        if route is None:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            await send_error(send, 405, "use POST for inference requests", [(b"allow", b"POST")])
+            return
+        headers = dict(scope["headers"])
+        if route[0] == "v2" and b"inference-header-content-length" in headers:
+            await send_error(send, 415, "binary tensor data is not supported: send the texts as JSON data")
+            return
+        too_large = f"request body is larger than the limit of {self.max_body_bytes} bytes"
+        declared = headers.get(b"content-length", b"0")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            await send_error(send, 413, too_large)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # client disconnected
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body_bytes:
+                await send_error(send, 413, too_large)
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
