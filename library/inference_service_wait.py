@@ -1,0 +1,258 @@
+#!/usr/bin/python
+"""Ansible module: wait for a KServe InferenceService to be Ready for its current spec."""
+
+DOCUMENTATION = r"""
+module: inference_service_wait
+short_description: Wait for a KServe InferenceService to be Ready, or explain why it is not
+description:
+  - Waits until the InferenceService is Ready for its B(current) spec, following it with a Kubernetes watch
+    (not fixed-interval polling), so it returns as soon as the API server delivers the Ready status.
+  - Ready means all of status.observedGeneration >= metadata.generation (the status is about the current spec,
+    not an older one), condition C(Ready=True), condition C(PredictorReady=True) (and C(TransformerReady) /
+    C(ExplainerReady) when the spec has those components), and each component's latestCreatedRevision
+    equal to its latestReadyRevision.
+  - The watch survives server-side window ends, dropped connections and expired resourceVersions
+    (410 Gone, answered by a fresh read); the counts are returned in RV(watch).
+  - While not Ready, the predictor pods (label C(serving.kserve.io/inferenceservice=NAME)), related Warning
+    events and failing containers' last log lines are read every O(check_interval) seconds. Failures that
+    cannot heal without a spec change are B(terminal) - invalid spec (no supporting runtime), model failed to
+    load, image pull errors, C(exec format error) (image built for another CPU architecture), C(hf://)
+    storageUri on KServe < 0.15, pods Unschedulable (Insufficient cpu/memory, unbound PVC), OOMKilled twice.
+    When O(fail_fast=true) the wait fails once a terminal failure has persisted O(terminal_grace) seconds;
+    anything else (crash loops, ingress not configured yet, ...) is waited out until O(timeout).
+  - On failure the message lists what Ready still waits for and a diagnosis with hints, for example
+    the scheduler's C(0/1 nodes are available - 1 Insufficient cpu) message.
+  - In check mode nothing is waited for; the module reads the InferenceService once and reports its current
+    readiness (RV(ready)) without failing when it is not Ready (in a check-mode run the preceding apply did
+    not happen, so waiting would only time out).
+version_added: "0.1.0"
+author:
+  - kserve-ansible contributors
+options:
+  name:
+    description: Name of the InferenceService.
+    type: str
+    required: true
+  namespace:
+    description: Namespace of the InferenceService.
+    type: str
+    default: default
+  timeout:
+    description: Seconds to wait for Ready before failing with a diagnosis.
+    type: int
+    default: 300
+  fail_fast:
+    description:
+      - Fail before O(timeout) when a terminal failure (see description) has persisted O(terminal_grace)
+        seconds. With V(false) the wait always runs until Ready or O(timeout).
+    type: bool
+    default: true
+  terminal_grace:
+    description:
+      - Seconds a terminal failure must persist before the wait gives up early. Raise it on clusters whose
+        autoscaler adds nodes for Unschedulable pods.
+    type: int
+    default: 15
+  check_interval:
+    description:
+      - Seconds between reads of the pods, events and logs while not Ready (used for terminal-failure
+        detection and the diagnosis only; readiness itself is event-driven).
+    type: float
+    default: 5
+  log_lines:
+    description: Last log lines of each failing container to include in the diagnosis (0 disables).
+    type: int
+    default: 20
+extends_documentation_fragment:
+  - kubernetes.core.k8s_auth_options
+attributes:
+  check_mode:
+    support: full
+    description: Reads the current readiness once, never waits or fails on not Ready.
+requirements:
+  - kubernetes >= 24.2.0
+  - PyYAML >= 3.11
+"""
+
+EXAMPLES = r"""
+- name: Wait for the sentiment model to serve its current spec
+  inference_service_wait:
+    name: bert-sentiment
+    namespace: models
+    timeout: 600
+  register: isvc
+
+- name: Show where it is served
+  ansible.builtin.debug:
+    msg: "{{ isvc.url }} (predictor revision {{ isvc.revisions.predictor.latestReadyRevision }})"
+
+- name: Wait on a cluster that autoscales nodes (Unschedulable is not terminal for 5 minutes)
+  inference_service_wait:
+    name: llm
+    namespace: models
+    timeout: 1200
+    terminal_grace: 300
+    kubeconfig: "{{ kserve_ansible_kubeconfig }}"
+"""
+
+RETURN = r"""
+ready:
+  description: Whether the InferenceService is Ready for its current spec.
+  returned: always
+  type: bool
+  sample: true
+url:
+  description: status.url, the external URL (through the ingress).
+  returned: when known
+  type: str
+  sample: http://bert-sentiment.models.127.0.0.1.sslip.io
+address:
+  description: status.address.url, the in-cluster URL.
+  returned: when known
+  type: str
+  sample: http://bert-sentiment.models.svc.cluster.local
+revisions:
+  description: Per component (predictor, transformer, explainer) the Knative revisions from status.components.
+  returned: when known
+  type: dict
+  sample: {"predictor": {"latestCreatedRevision": "bert-sentiment-predictor-00001",
+           "latestReadyRevision": "bert-sentiment-predictor-00001",
+           "latestRolledoutRevision": "bert-sentiment-predictor-00001"}}
+traffic:
+  description: Per component, the traffic split (revisionName, percent, latestRevision, tag).
+  returned: when known
+  type: dict
+  sample: {"predictor": [{"revisionName": "bert-sentiment-predictor-00001", "percent": 100,
+           "latestRevision": true}]}
+component_urls:
+  description: Per component, status.components.<component>.url.
+  returned: when known
+  type: dict
+conditions:
+  description: status.conditions as reported by KServe.
+  returned: always
+  type: list
+  elements: dict
+model_status:
+  description: status.modelStatus (transitionStatus, states, lastFailureInfo, copies).
+  returned: always
+  type: dict
+generation:
+  description: metadata.generation of the InferenceService.
+  returned: always
+  type: int
+observed_generation:
+  description: status.observedGeneration (the spec generation the status describes).
+  returned: always
+  type: int
+waiting_for:
+  description: What Ready still waits for (empty when Ready).
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - "condition Ready=False (RevisionMissing): Configuration \"x-predictor\" has no ready Revision."
+elapsed:
+  description: Seconds from the start of the wait until Ready (or until failure).
+  returned: unless check mode
+  type: float
+  sample: 12.345
+watch:
+  description:
+    - How the watch went - events received, windows (server-side watch ends, reopened), reconnects
+      (dropped connections, resumed from the last resourceVersion), relists (410 Gone, fresh read).
+  returned: unless check mode
+  type: dict
+  sample: {"events": 3, "windows": 2, "reconnects": 0, "relists": 0}
+diagnosis:
+  description: On failure, one entry per finding (conditions, pods, events, log lines) with a hint.
+  returned: on failure
+  type: list
+  elements: str
+terminal:
+  description: On failure, whether it failed early on a terminal failure rather than at the timeout.
+  returned: on failure
+  type: bool
+failure_kinds:
+  description:
+    - On failure, the kinds of the decisive findings, e.g. unschedulable, image_pull, exec_format,
+      hf_storage_uri, invalid_spec, failed_load, crash_loop, oom, ingress, condition, event.
+  returned: on failure
+  type: list
+  elements: str
+"""
+
+import copy
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.kserve_ansible.readiness import (
+    KServeMissing,
+    WaitFailed,
+    WaitSettings,
+    read_readiness,
+    wait_for_inference_service,
+)
+from ansible.module_utils.kserve_ansible.watch import WatchError
+from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
+
+try:
+    from kubernetes.dynamic.exceptions import DynamicApiError
+except ImportError:  # reported by AnsibleK8SModule
+    DynamicApiError = Exception
+
+
+def argument_spec():
+    spec = copy.deepcopy(AUTH_ARG_SPEC)
+    spec.update(
+        name={"type": "str", "required": True},
+        namespace={"type": "str", "default": "default"},
+        timeout={"type": "int", "default": 300},
+        fail_fast={"type": "bool", "default": True},
+        terminal_grace={"type": "int", "default": 15},
+        check_interval={"type": "float", "default": 5},
+        log_lines={"type": "int", "default": 20},
+    )
+    return spec
+
+
+def settings_from(module) -> WaitSettings:
+    params = module.params
+    for option in ("timeout", "check_interval"):
+        if params[option] <= 0:
+            module.fail_json(msg=f"{option} must be positive, got {params[option]}")
+    if params["terminal_grace"] < 0:
+        module.fail_json(msg=f"terminal_grace must be >= 0, got {params['terminal_grace']}")
+    return WaitSettings(
+        timeout=params["timeout"],
+        terminal_grace=params["terminal_grace"] if params["fail_fast"] else None,
+        check_interval=params["check_interval"],
+        log_lines=params["log_lines"],
+    )
+
+
+def main():
+    module = AnsibleK8SModule(
+        module_class=AnsibleModule, argument_spec=argument_spec(), supports_check_mode=True
+    )
+    settings = settings_from(module)
+    name, namespace = module.params["name"], module.params["namespace"]
+    try:
+        client = get_api_client(module)
+        if module.check_mode:
+            module.exit_json(changed=False, **read_readiness(client, name, namespace))
+        module.exit_json(changed=False, **wait_for_inference_service(client, name, namespace, settings))
+    except WaitFailed as failure:
+        module.fail_json(msg=str(failure), **failure.result)
+    except (CoreException, WatchError, KServeMissing) as exc:
+        module.fail_from_exception(exc)
+    except DynamicApiError as exc:
+        module.fail_json(
+            msg=f"Kubernetes API error while waiting for {namespace}/{name}: {exc.status} {exc.summary()}"
+        )
+
+
+if __name__ == "__main__":
+    main()
