@@ -203,10 +203,10 @@ class Finding:
     def hint(self) -> str:
         return HINTS.get(self.kind, "")
 
-    def render(self) -> str:
+    def render(self, with_hint: bool = True) -> str:
         lines = [self.message]
         lines += [f"    {line}" for line in self.details]
-        if self.hint:
+        if with_hint and self.hint:
             lines.append(f"    hint: {self.hint}")
         return "\n".join(lines)
 
@@ -230,6 +230,8 @@ def diagnose(evidence: Evidence) -> list[Finding]:
         *_event_findings(evidence.isvc, evidence.events),
         *(Finding("unreadable", text, f"diagnosis incomplete: {text}") for text in evidence.unreadable),
     ]
+    if any(f.kind == "hf_storage_uri" for f in findings):  # explains the missing status better
+        findings = [f for f in findings if f.kind != "no_status"]
     return _dedupe(findings)
 
 
@@ -440,4 +442,10 @@ class TerminalTracker:
 
 
 def render_findings(findings: list[Finding]) -> str:
-    return "\n".join(f"- {finding.render()}" for finding in findings)
+    """Findings one per item, then each distinct hint once."""
+    lines = [f"- {finding.render(with_hint=False)}" for finding in findings]
+    hints = list(dict.fromkeys(f.hint for f in findings if f.hint))
+    if hints:
+        lines.append("hints:")
+        lines += [f"- {hint}" for hint in hints]
+    return "\n".join(lines)
