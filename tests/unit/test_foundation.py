@@ -1,0 +1,45 @@
+"""The project's shape as a user meets it: tags, task lists, argument validation."""
+
+import re
+
+import pytest
+
+from tests.helpers import ROOT, run_playbook
+
+COMPONENTS = ["preflight", "cert_manager", "istio", "knative", "kserve", "monitoring", "models"]
+
+
+def test_site_lists_one_tag_per_component():
+    result = run_playbook("site.yml", "--list-tags")
+    assert result.returncode == 0, result.stderr
+    tags = set()
+    for found in re.findall(r"TASK TAGS: \[([^\]]*)\]", result.stdout):
+        tags.update(t.strip() for t in found.split(",") if t.strip())
+    # `always` is Ansible's own tag on every role's argument validation task.
+    assert tags - {"always"} == set(COMPONENTS)
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_tag_limits_tasks_to_its_role(component):
+    result = run_playbook("site.yml", "--list-tasks", "--tags", component)
+    assert result.returncode == 0, result.stderr
+    tasks = [line.strip() for line in result.stdout.splitlines() if "TAGS:" in line and "TASK TAGS" not in line]
+    tasks = [t for t in tasks if not t.startswith("play #")]
+    # Ansible runs every role's argument validation (tagged `always`, it touches no cluster) so a bad
+    # variable fails fast whatever the tags; every task that does work belongs to the selected component.
+    working = [t for t in tasks if "Validating arguments against arg spec" not in t]
+    assert working, result.stdout
+    for task in working:
+        assert task.startswith(f"{component} :"), f"--tags {component} lists a foreign task: {task}"
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_every_role_has_defaults_specs_and_tasks(component):
+    role = ROOT / "roles" / component
+    for part in ("defaults/main.yml", "meta/argument_specs.yml", "meta/main.yml", "tasks/main.yml"):
+        assert (role / part).is_file(), f"roles/{component}/{part} missing"
+
+
+def test_site_syntax_check_passes():
+    result = run_playbook("site.yml", "--syntax-check")
+    assert result.returncode == 0, result.stdout + result.stderr
