@@ -30,11 +30,17 @@ options:
     elements: dict
     default: []
     suboptions:
+      name:
+        description:
+          - Release file name (C(serving-core.yaml)), read from O(mirror_dir) when set (verified against
+            O(checksums)), else downloaded from O(release_url).
+          - Exactly one of O(sources[].name), O(sources[].url) and O(sources[].path).
+        type: str
       url:
-        description: HTTP(S) URL of the file. Exactly one of O(sources[].url) and O(sources[].path).
+        description: HTTP(S) URL of the file.
         type: str
       path:
-        description: Local path of the file (for example in a mirror directory).
+        description: Local path of the file.
         type: path
       sha256:
         description: Expected sha256 of the file. A mismatch fails the task before anything is applied.
@@ -44,6 +50,20 @@ options:
           - Only the objects of this file whose labels match (C(kubectl apply -l) syntax, for example
             C(knative.dev/crd-install=true)). A selector that matches nothing applies nothing.
         type: str
+  release_url:
+    description: Base URL of the release the O(sources[].name) files are downloaded from.
+    type: str
+  mirror_dir:
+    description:
+      - Local directory holding the release files under the same names (offline install). When set, every
+        O(sources[].name) is read from it and must match its sha256 in O(checksums).
+    type: path
+  checksums:
+    description:
+      - Pinned sha256 of each release file, by file name. Required for every file read from O(mirror_dir);
+        release URLs are versioned HTTPS downloads and are not checked against it.
+    type: dict
+    default: {}
   patches:
     description:
       - Settings merged into objects of the set before they are applied, so the desired state is applied at
@@ -122,10 +142,14 @@ requirements:
 """
 
 EXAMPLES = r"""
-- name: Install cert-manager from its release manifest
+- name: Install cert-manager from its release, or from a mirror directory when one is given
   k8s_manifest_set:
+    release_url: https://github.com/cert-manager/cert-manager/releases/download/v1.16.2
+    mirror_dir: "{{ mirror | default(omit) }}"
+    checksums:
+      cert-manager.yaml: 1d51cdecd442f1f5f89783e9e0169b95d372724da203cc75dd7a5c4e50a10ce6
     sources:
-      - url: https://github.com/cert-manager/cert-manager/releases/download/v1.16.2/cert-manager.yaml
+      - name: cert-manager.yaml
 
 - name: Install Knative Serving from a mirror, with the domain set
   k8s_manifest_set:
@@ -176,6 +200,7 @@ from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import An
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
 
 SOURCE_SPEC = {
+    "name": {"type": "str"},
     "url": {"type": "str"},
     "path": {"type": "path"},
     "sha256": {"type": "str"},
@@ -197,9 +222,12 @@ def argument_spec():
             "elements": "dict",
             "default": [],
             "options": SOURCE_SPEC,
-            "mutually_exclusive": [("url", "path")],
-            "required_one_of": [("url", "path")],
+            "mutually_exclusive": [("name", "url", "path")],
+            "required_one_of": [("name", "url", "path")],
         },
+        release_url={"type": "str"},
+        mirror_dir={"type": "path"},
+        checksums={"type": "dict", "default": {}},
         patches={"type": "list", "elements": "dict", "default": [], "options": PATCH_SPEC},
         state={"type": "str", "choices": ["present", "absent"], "default": "present"},
         wait={"type": "bool", "default": True},
@@ -221,7 +249,12 @@ def run(module):
     params = module.params
     if params["wait_timeout"] < 1 or params["workers"] < 1:
         module.fail_json(msg="wait_timeout and workers must be positive")
-    sources = [manifests.ManifestSource.from_params(source) for source in params["sources"]]
+    sources = [
+        manifests.ManifestSource.from_params(
+            source, params["release_url"] or "", params["mirror_dir"] or "", params["checksums"]
+        )
+        for source in params["sources"]
+    ]
     objects = manifests.load_manifest_set(sources, params["patches"], fetch)
     if not objects and not (params["state"] == "absent" and params["protect_crds"]):
         module.exit_json(changed=False, objects=[], summary={}, msg="no object matched")

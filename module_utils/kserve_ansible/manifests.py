@@ -71,11 +71,39 @@ class ManifestSource:
         return self.path or self.url
 
     @classmethod
-    def from_params(cls, params):
+    def from_params(cls, params, release_url="", mirror_dir="", checksums=None):
+        """A source from a module's parameters.
+
+        `name` is a release file name: read from `mirror_dir` when one is given (and then its pinned sha256
+        in `checksums` is required: a mirror is only trusted file by file), else downloaded from
+        `release_url`. `url` / `path` name the file directly, with an optional `sha256`.
+        """
+        name = params.get("name") or ""
+        sha256 = (params.get("sha256") or "").lower()
+        if name and mirror_dir:
+            pinned = (checksums or {}).get(name)
+            if not pinned and not sha256:
+                raise ManifestError(
+                    f"no pinned sha256 for {name}: a file read from a mirror directory must have one "
+                    "(add it to the role's checksums for this version)"
+                )
+            return cls(
+                path=os.path.join(mirror_dir, name),
+                sha256=sha256 or pinned.lower(),
+                label_selector=params.get("label_selector") or "",
+            )
+        if name:
+            if not release_url:
+                raise ManifestError(f"{name}: neither a mirror directory nor a release URL to read it from")
+            return cls(
+                url=f"{release_url.rstrip('/')}/{name}",
+                sha256=sha256,
+                label_selector=params.get("label_selector") or "",
+            )
         return cls(
             url=params.get("url") or "",
             path=params.get("path") or "",
-            sha256=(params.get("sha256") or "").lower(),
+            sha256=sha256,
             label_selector=params.get("label_selector") or "",
         )
 

@@ -325,3 +325,27 @@ class TestUpstreamFiles:
             [self.mirror_source("knative-serving", "1.16.0", "serving-post-install-jobs.yaml")], [], no_fetch
         )
         assert jobs and all(m.is_generated_name(job) for job in jobs)
+
+
+class TestReleaseFiles:
+    """`name` sources: a mirror directory (verified file by file) or the release URL."""
+
+    def test_mirror_file_takes_its_pinned_checksum(self, tmp_path):
+        (tmp_path / "core.yaml").write_bytes(TWO_DOCS)
+        source = m.ManifestSource.from_params(
+            {"name": "core.yaml"}, "https://rel", str(tmp_path), {"core.yaml": "a" * 64}
+        )
+        assert source.path == str(tmp_path / "core.yaml")
+        with pytest.raises(m.ChecksumMismatch, match=r"core\.yaml"):
+            m.load_manifest_set([source], [], no_fetch)
+
+    def test_mirror_file_without_pinned_checksum_is_refused(self, tmp_path):
+        with pytest.raises(m.ManifestError, match=r"no pinned sha256 for extra\.yaml"):
+            m.ManifestSource.from_params({"name": "extra.yaml"}, "", str(tmp_path), {})
+
+    def test_without_mirror_the_release_url_is_used(self):
+        source = m.ManifestSource.from_params(
+            {"name": "core.yaml"}, "https://rel/download/", "", {"core.yaml": "a" * 64}
+        )
+        assert source.url == "https://rel/download/core.yaml"
+        assert source.sha256 == ""
