@@ -5,17 +5,14 @@ header taken from the InferenceService's status.url."""
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import threading
-import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.integration.module_runner import ROOT, run_module
+from tests.integration.module_runner import run_module
+from tests.model.server_process import ServerProcess
 
 pytestmark = pytest.mark.cluster
 
@@ -24,64 +21,17 @@ TEXTS = ["I love this movie", "This was a terrible waste of time"]
 OTHER_LABEL = {"POSITIVE": "NEGATIVE", "NEGATIVE": "POSITIVE"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_model_ready(url: str, process: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"model server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/v1/models/{MODEL}", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"model server at {url} not ready after {timeout}s")
-
-
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny-model")
-    subprocess.run(
-        [sys.executable, "-m", "model.tiny_model", str(out)], cwd=ROOT, check=True, capture_output=True
+def model_server(tiny_model_dir, tmp_path_factory):
+    """Our model server (the image's own command, run locally) serving the tiny model as MODEL."""
+    server = ServerProcess(
+        tiny_model_dir, tmp_path_factory.mktemp("probe") / "server.log", f"--model_name={MODEL}"
     )
-    return out
-
-
-@pytest.fixture(scope="module")
-def model_server(tiny_model, tmp_path_factory):
-    port = free_port()
-    log = (tmp_path_factory.mktemp("model-server") / "server.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "model.server",
-            f"--model_name={MODEL}",
-            f"--model_dir={tiny_model}",
-            f"--http_port={port}",
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_model_ready(url, process)
-        yield url
+        server.wait_ready(MODEL, timeout=300)
+        yield server.url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,402 @@
+"""inference_service_wait on the local control plane: the simulator plays KServe/Knative (status from real
+Deployments, the real scheduler and kwok pods), the module runs as Ansible runs it, and module_utils is
+called directly where timing is measured."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import pathlib
+import socket
+import threading
+import time
+
+import pytest
+import yaml
+from ansible.module_utils.kserve_ansible.inference_service import evaluate_readiness
+from ansible.module_utils.kserve_ansible.readiness import (
+    WaitFailed,
+    WaitSettings,
+    inference_service_resource,
+    read_readiness,
+    wait_for_inference_service,
+)
+from ansible.module_utils.kserve_ansible.watch import ObjectWatch
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+from kubernetes import client as k8s
+from kubernetes import config as kube_config
+from kubernetes import watch as k8s_watch
+
+from tests.integration.module_runner import ROOT, run_module
+
+pytestmark = pytest.mark.cluster
+
+NAMESPACE = "isvc-wait-test"
+GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+KSERVE_MANIFEST = pathlib.Path("/work/shared/upstream/kserve/0.14.1/kserve.yaml")  # read-only mirror
+TOO_MUCH_CPU = "1000"  # no fake node offers that much: the real scheduler reports Insufficient cpu
+LATENCY_RUNS = 10
+
+
+# --------------------------------------------------------------------------- cluster set-up
+
+
+def ensure_inference_service_crd(api: k8s.ApiClient) -> None:
+    """Create the InferenceService CRD from the upstream mirror unless the cluster already has it."""
+    extensions = k8s.ApiextensionsV1Api(api)
+    name = f"{PLURAL}.{GROUP}"
+    try:
+        extensions.read_custom_resource_definition(name)
+    except k8s.ApiException as error:
+        if error.status != 404:
+            raise
+        crd = next(
+            doc
+            for doc in yaml.safe_load_all(KSERVE_MANIFEST.read_text())
+            if doc and doc.get("kind") == "CustomResourceDefinition" and doc["metadata"]["name"] == name
+        )
+        extensions.create_custom_resource_definition(crd)
+    for _ in range(300):
+        status = extensions.read_custom_resource_definition(name).status
+        if any(c.type == "Established" and c.status == "True" for c in status.conditions or []):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"CRD {name} not Established")
+
+
+class Cluster:
+    """What the tests do to the cluster, with the official client (the module under test uses its own)."""
+
+    def __init__(self, kubeconfig: str):
+        self.kubeconfig = kubeconfig
+        self.api = kube_config.new_client_from_config(config_file=kubeconfig)
+        self.custom = k8s.CustomObjectsApi(self.api)
+        self.core = k8s.CoreV1Api(self.api)
+
+    def create(self, name: str, cpu: str = "50m", image: str = "example.com/echo-model:1.0") -> dict:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "InferenceService",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "predictor": {
+                    "containers": [
+                        {
+                            "name": "kserve-container",
+                            "image": image,
+                            "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}},
+                        }
+                    ]
+                }
+            },
+        }
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body)
+
+    def set_cpu(self, name: str, cpu: str) -> dict:
+        obj = self.get(name)
+        containers = obj["spec"]["predictor"]["containers"]
+        containers[0]["resources"]["requests"]["cpu"] = cpu
+        patch = {"spec": {"predictor": {"containers": containers}}}
+        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name, patch)
+
+    def get(self, name: str) -> dict:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
+
+    def delete(self, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
+        except k8s.ApiException as error:
+            if error.status != 404:
+                raise
+
+    def module_client(self, kubeconfig: str | None = None):
+        """kubernetes.core's client, as the module builds it."""
+        return get_api_client(kubeconfig=kubeconfig or self.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def cluster(local_cluster):
+    kube = Cluster(local_cluster.kubeconfig)
+    ensure_inference_service_crd(kube.api)
+    try:
+        kube.core.create_namespace({"metadata": {"name": NAMESPACE}})
+    except k8s.ApiException as error:
+        if error.status != 409:
+            raise
+    yield kube
+    kube.custom.delete_collection_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)
+
+
+@pytest.fixture
+def isvc_name(request, cluster):
+    name = request.node.name.replace("_", "-").replace("test-", "", 1)[:40].rstrip("-")
+    cluster.delete(name)
+    yield name
+    cluster.delete(name)
+
+
+def wait_args(cluster, name: str, **extra) -> dict:
+    return {"name": name, "namespace": NAMESPACE, "kubeconfig": cluster.kubeconfig, **extra}
+
+
+# --------------------------------------------------------------------------- via Ansible
+
+
+def test_wait_returns_url_and_revisions_once_ready(cluster, isvc_name):
+    cluster.create(isvc_name)
+    result = run_module("inference_service_wait", wait_args(cluster, isvc_name, timeout=120))
+    assert not result.get("failed"), result.get("msg")
+    assert result["ready"] is True
+    assert result["url"].startswith(f"http://{isvc_name}.{NAMESPACE}.")
+    assert result["address"] == f"http://{isvc_name}.{NAMESPACE}.svc.cluster.local"
+    assert result["revisions"]["predictor"]["latestReadyRevision"] == f"{isvc_name}-predictor-00001"
+    assert result["traffic"]["predictor"][0]["percent"] == 100
+    assert result["generation"] == result["observed_generation"] == 1
+    assert result["watch"]["events"] >= 1
+
+
+def test_insufficient_cpu_fails_with_the_schedulers_reason(cluster, isvc_name):
+    cluster.create(isvc_name, cpu=TOO_MUCH_CPU)
+    result = run_module(
+        "inference_service_wait",
+        wait_args(cluster, isvc_name, timeout=120, terminal_grace=2, check_interval=1),
+    )
+    assert result["failed"]
+    assert result["terminal"] is True
+    assert "unschedulable" in result["failure_kinds"]
+    assert "cannot become Ready without a change" in result["msg"]
+    assert "Insufficient cpu" in result["msg"]
+    assert "lower the predictor's resources.requests" in result["msg"]
+
+
+def test_timeout_without_fail_fast_still_explains(cluster, isvc_name):
+    cluster.create(isvc_name, cpu=TOO_MUCH_CPU)
+    result = run_module(
+        "inference_service_wait", wait_args(cluster, isvc_name, timeout=3, fail_fast=False, check_interval=1)
+    )
+    assert result["failed"] and result["terminal"] is False
+    assert "is not Ready after 3s (timeout)" in result["msg"]
+    assert "Insufficient cpu" in result["msg"]
+
+
+def test_check_mode_reports_without_waiting(cluster, isvc_name):
+    cluster.create(isvc_name, cpu=TOO_MUCH_CPU)
+    result = run_module("inference_service_wait", wait_args(cluster, isvc_name, timeout=600), check=True)
+    assert not result.get("failed"), result.get("msg")
+    assert result["ready"] is False and result["waiting_for"]
+    assert "elapsed" not in result
+
+
+def test_unknown_name_fails_at_once_listing_what_exists(cluster, isvc_name):
+    cluster.create(isvc_name)
+    result = run_module("inference_service_wait", wait_args(cluster, "no-such-model", timeout=600))
+    assert result["failed"]
+    assert f"InferenceService {NAMESPACE}/no-such-model not found" in result["msg"]
+    assert isvc_name in result["msg"]
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def test_new_spec_is_not_reported_ready_on_the_old_status(cluster, isvc_name):
+    cluster.create(isvc_name)
+    client = cluster.module_client()
+    first = wait_for_inference_service(client, isvc_name, NAMESPACE, WaitSettings(timeout=120))
+    assert first["revisions"]["predictor"]["latestReadyRevision"].endswith("-00001")
+
+    changed = cluster.set_cpu(isvc_name, "60m")  # a new spec: generation 2, a new Knative revision
+    assert changed["metadata"]["generation"] == 2
+    right_after = read_readiness(client, isvc_name, NAMESPACE)
+    assert right_after["ready"] is False, right_after
+    # whichever the simulator has done by now, Ready is not claimed: either the status is still the
+    # Ready status of generation 1, or generation 2's revision is not ready yet
+    stale = right_after["observed_generation"] == 1
+    assert any(("older spec" if stale else "00002") in reason for reason in right_after["waiting_for"])
+
+    second = wait_for_inference_service(client, isvc_name, NAMESPACE, WaitSettings(timeout=120))
+    assert second["observed_generation"] == second["generation"] == 2
+    assert second["revisions"]["predictor"]["latestReadyRevision"] == f"{isvc_name}-predictor-00002"
+
+
+# --------------------------------------------------------------------------- latency of "Ready"
+
+
+class ReadyObserver(threading.Thread):
+    """An independent watch (official client) noting when the InferenceService turned Ready."""
+
+    def __init__(self, cluster: Cluster, name: str):
+        super().__init__(daemon=True)
+        self.cluster, self.name = cluster, name
+        self.ready_at: float | None = None
+        self.started = threading.Event()
+        self.watcher = k8s_watch.Watch()
+
+    def run(self):
+        stream = self.watcher.stream(
+            self.cluster.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            NAMESPACE,
+            PLURAL,
+            field_selector=f"metadata.name={self.name}",
+            timeout_seconds=120,
+        )
+        self.started.set()
+        for event in stream:
+            if evaluate_readiness(event["object"]).ready:
+                self.ready_at = time.monotonic()
+                self.watcher.stop()
+                return
+
+
+def test_wait_returns_as_soon_as_ready(cluster, isvc_name, record_property):
+    """Ready is noticed from the watch, not a polling tick: check_interval is an hour, so only a watch
+    event can end the wait; the delay after an independent watcher saw Ready is measured."""
+    client = cluster.module_client()
+    delays = []
+    for run in range(LATENCY_RUNS):
+        name = f"{isvc_name}-{run}"
+        cluster.delete(name)
+        observer = ReadyObserver(cluster, name)
+        observer.start()
+        observer.started.wait(10)
+        cluster.create(name)
+        result = wait_for_inference_service(
+            client, name, NAMESPACE, WaitSettings(timeout=120, check_interval=3600)
+        )
+        returned_at = time.monotonic()
+        observer.join(30)
+        cluster.delete(name)
+        assert result["ready"] is True
+        assert observer.ready_at is not None
+        delays.append(returned_at - observer.ready_at)
+    delays.sort()
+    figures = {"runs": len(delays), "p50_s": delays[len(delays) // 2], "max_s": delays[-1], "all_s": delays}
+    record_property("ready_latency", json.dumps(figures))
+    (ROOT / "artifacts").mkdir(exist_ok=True)
+    (ROOT / "artifacts" / "inference_service_wait_latency.json").write_text(json.dumps(figures, indent=2))
+    print(f"\nwait return after Ready (s): p50={figures['p50_s']:.4f} max={figures['max_s']:.4f}")
+    assert figures["max_s"] < 1.0, figures  # acceptance: within 1 s of the status turning Ready
+
+
+# --------------------------------------------------------------------------- an interrupted watch
+
+
+class TcpProxy:
+    """A loopback TCP relay in front of the API server whose live connections the test can cut."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                downstream, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.sockets += [downstream, upstream]
+            for source, sink in ((downstream, upstream), (upstream, downstream)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket):
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> int:
+        """Reset every live connection (as a restarted proxy or load balancer would)."""
+        with self.lock:
+            doomed, self.sockets = self.sockets, []
+        for sock in doomed:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            sock.close()
+        return len(doomed)
+
+    def close(self):
+        self.listener.close()
+        self.cut()
+
+
+@pytest.fixture
+def proxied_kubeconfig(cluster, tmp_path):
+    config = yaml.safe_load(pathlib.Path(cluster.kubeconfig).read_text())
+    server = config["clusters"][0]["cluster"]["server"]
+    host, port = server.split("://", 1)[1].rsplit(":", 1)
+    proxy = TcpProxy((host, int(port)))
+    config["clusters"][0]["cluster"]["server"] = f"https://{host}:{proxy.port}"
+    path = tmp_path / "kubeconfig-via-proxy"
+    path.write_text(yaml.safe_dump(config))
+    yield proxy, str(path)
+    proxy.close()
+
+
+def test_wait_survives_a_dropped_watch_connection(cluster, isvc_name, proxied_kubeconfig):
+    proxy, kubeconfig = proxied_kubeconfig
+    cluster.create(isvc_name, cpu=TOO_MUCH_CPU)  # pending until the test lowers the request
+    client = cluster.module_client(kubeconfig)
+    outcome = {}
+
+    def wait():
+        settings = WaitSettings(timeout=120, terminal_grace=None, check_interval=30)
+        try:
+            outcome["result"] = wait_for_inference_service(client, isvc_name, NAMESPACE, settings)
+        except WaitFailed as failure:
+            outcome["failure"] = str(failure)
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    time.sleep(3)  # the wait is now blocked reading its watch, through the proxy
+    assert proxy.cut() > 0
+    time.sleep(1)
+    cluster.set_cpu(isvc_name, "50m")  # now it can be scheduled and become Ready
+    waiter.join(120)
+    assert "failure" not in outcome, outcome.get("failure")
+    result = outcome["result"]
+    assert result["ready"] is True and result["observed_generation"] == 2
+    assert result["watch"]["reconnects"] >= 1, result["watch"]
+
+
+def test_watch_window_ends_are_resumed(cluster, isvc_name):
+    cluster.create(isvc_name, cpu=TOO_MUCH_CPU)
+    client = cluster.module_client()
+    outcome = {}
+
+    def wait():  # check_interval 1 s: each watch request lasts ~1 s and is reopened from its resourceVersion
+        outcome["result"] = wait_for_inference_service(
+            client, isvc_name, NAMESPACE, WaitSettings(timeout=120, terminal_grace=None, check_interval=1)
+        )
+
+    waiter = threading.Thread(target=wait, daemon=True)
+    waiter.start()
+    time.sleep(4)
+    cluster.set_cpu(isvc_name, "50m")
+    waiter.join(120)
+    assert outcome["result"]["ready"] is True
+    assert outcome["result"]["watch"]["windows"] >= 3
+
+
+def test_expired_resource_version_is_answered_by_a_fresh_read(cluster, isvc_name):
+    cluster.create(isvc_name)
+    client = cluster.module_client()
+    watch = ObjectWatch(client, inference_service_resource(client), isvc_name, NAMESPACE)
+    watch.resource_version = "1"  # long gone from the API server's watch cache: 410 Gone
+    change = watch.next_change(until=time.monotonic() + 10)
+    watch.close()
+    assert change is not None and change.type == "RELISTED"
+    assert change.object["metadata"]["name"] == isvc_name
+    assert watch.stats["relists"] == 1
+    assert int(watch.resource_version) > 1
