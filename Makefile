@@ -10,7 +10,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | sha256sum | cut -c1-12)
 MIRROR ?= $(abspath ../shared/upstream)
 
-.PHONY: help setup tools demo test lint unit cluster-up cluster-down cluster-status bench clean
+.PHONY: help setup tools demo test lint unit molecule cluster-up cluster-down cluster-status bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -36,8 +36,12 @@ lint: setup ## quality gates: yamllint, ruff, ansible-lint (production), syntax 
 unit: setup ## fast tests (no cluster)
 	pytest -m "not cluster" -q
 
-test: setup tools lint ## the whole test suite: gates + unit + cluster tests (starts and stops a local cluster)
+test: setup tools lint ## the whole test suite: gates + unit + cluster tests + molecule scenarios
 	pytest -q
+	molecule test --all
+
+molecule: setup tools ## molecule scenarios only (each on a fresh local cluster): make molecule S=knative
+	molecule test $(if $(S),-s $(S),--all)
 
 cluster-up: setup tools ## start the local control plane (idempotent); prints how to use it
 	$(BIN)/python -m tests.localcluster up
