@@ -1,0 +1,168 @@
+"""Benchmark: converging the platform (cert-manager, Istio, Knative + net-istio, KServe) with our roles vs
+`kubectl apply --server-side` of the same release files on the same cluster, and the no-op re-run.
+
+    python -m bench.platform [--kubeconfig PATH] [--mirror DIR] [--rounds N] [--json OUT]
+
+Without --kubeconfig the local control plane is started (`python -m tests.localcluster up`). Each round
+starts from a cluster without the platform (uninstalled with our roles, not timed) and times:
+
+- kubectl:   the seed's commands with --server-side, plus the waits the roles do (CRDs Established before
+             their custom resources, `kubectl wait` for every Deployment Available);
+- roles:     `ansible-playbook site.yml --tags cert_manager,istio,knative,kserve` (first converge);
+- no-op:     the same playbook again (nothing to change).
+
+Targets: roles <= 1.5 x kubectl; no-op <= 0.5 x roles. Not a test: numbers depend on the machine.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BIN = pathlib.Path(sys.executable).parent
+TOOLS = pathlib.Path(os.environ.get("KSA_CACHE", pathlib.Path.home() / ".cache" / "kserve-ansible")) / "bin"
+COMPONENTS = ["cert_manager", "istio", "knative", "kserve"]
+STATE_VARS = ["kserve_state", "knative_state", "istio_state", "cert_manager_state"]
+
+# The seed's install, file by file: (file under the mirror, namespace whose Deployments must be Available).
+KUBECTL_STEPS = [
+    ("cert-manager/1.16.2/cert-manager.yaml", "cert-manager"),
+    ("net-istio/1.16.0/istio.yaml", "istio-system"),
+    ("knative-serving/1.16.0/serving-crds.yaml", None),
+    ("knative-serving/1.16.0/serving-core.yaml", "knative-serving"),
+    ("net-istio/1.16.0/net-istio.yaml", "knative-serving"),
+    ("kserve/0.14.1/kserve.yaml", "kserve"),
+    ("kserve/0.14.1/kserve-cluster-resources.yaml", None),
+]
+
+
+def run(cmd, **kwargs):
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)
+    if result.returncode != 0:
+        raise SystemExit(
+            f"failed: {' '.join(map(str, cmd))}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+    return result
+
+
+def timed(function):
+    start = time.monotonic()
+    function()
+    return time.monotonic() - start
+
+
+class Bench:
+    def __init__(self, kubeconfig, mirror, domain):
+        self.kubeconfig, self.mirror, self.domain = kubeconfig, mirror, domain
+        self.env = {
+            **os.environ,
+            "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+            "PATH": f"{BIN}:{TOOLS}:{os.environ['PATH']}",
+        }
+
+    def playbook(self, *extra):
+        return run(
+            [
+                BIN / "ansible-playbook",
+                "site.yml",
+                "--tags",
+                ",".join(COMPONENTS),
+                "-e",
+                f"kserve_ansible_kubeconfig={self.kubeconfig}",
+                "-e",
+                f"kserve_ansible_mirror_dir={self.mirror}",
+                "-e",
+                f"knative_domain={self.domain}",
+                *extra,
+            ],
+            cwd=ROOT,
+            env=self.env,
+        )
+
+    def uninstall(self):
+        for component, state in zip(reversed(COMPONENTS), STATE_VARS, strict=True):
+            run(
+                [
+                    BIN / "ansible-playbook",
+                    f"playbooks/{component}.yml",
+                    "-e",
+                    f"{state}=absent",
+                    "-e",
+                    f"kserve_ansible_kubeconfig={self.kubeconfig}",
+                    "-e",
+                    f"kserve_ansible_mirror_dir={self.mirror}",
+                ],
+                cwd=ROOT,
+                env=self.env,
+            )
+
+    def kubectl(self, *args):
+        return run([TOOLS / "kubectl", f"--kubeconfig={self.kubeconfig}", *args], env=self.env)
+
+    def kubectl_install(self):
+        for name, namespace in KUBECTL_STEPS:
+            self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(self.mirror / name))
+            self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=300s")
+            if namespace:
+                self.kubectl(
+                    "wait",
+                    "--for=condition=Available",
+                    "deployment",
+                    "--all",
+                    "-n",
+                    namespace,
+                    "--timeout=300s",
+                )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kubeconfig", help="cluster to use (default: start the local control plane)")
+    parser.add_argument("--mirror", default="/work/shared/upstream", type=pathlib.Path)
+    parser.add_argument("--domain", default="127.0.0.1.sslip.io")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--json", type=pathlib.Path, help="also write the numbers here")
+    args = parser.parse_args(argv)
+    kubeconfig = (
+        args.kubeconfig or run([BIN / "python", "-m", "tests.localcluster", "up"], cwd=ROOT).stdout.strip()
+    )
+    bench = Bench(kubeconfig.splitlines()[-1], args.mirror, args.domain)
+
+    samples = {"kubectl": [], "roles": [], "noop": []}
+    for round_number in range(1, args.rounds + 1):
+        bench.uninstall()
+        samples["kubectl"].append(timed(bench.kubectl_install))
+        bench.uninstall()
+        samples["roles"].append(timed(bench.playbook))
+        samples["noop"].append(timed(bench.playbook))
+        print(
+            f"round {round_number}: kubectl {samples['kubectl'][-1]:.1f}s, "
+            f"roles {samples['roles'][-1]:.1f}s, no-op {samples['noop'][-1]:.1f}s",
+            flush=True,
+        )
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    report = {
+        "seconds": medians,
+        "samples": samples,
+        "roles_vs_kubectl": medians["roles"] / medians["kubectl"],
+        "noop_vs_roles": medians["noop"] / medians["roles"],
+        "targets": {"roles_vs_kubectl": 1.5, "noop_vs_roles": 0.5},
+    }
+    print(
+        f"first converge: roles {medians['roles']:.1f}s vs kubectl {medians['kubectl']:.1f}s "
+        f"= {report['roles_vs_kubectl']:.2f}x (target <= 1.5x)\n"
+        f"no-op re-run:   {medians['noop']:.1f}s = {report['noop_vs_roles']:.2f}x of the first converge "
+        "(target <= 0.5x)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
