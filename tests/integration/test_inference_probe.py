@@ -11,7 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from tests.integration.isvc_cluster import IsvcCluster
 from tests.integration.module_runner import run_module
+from tests.localcluster.predictor import MODEL_DIR_ANNOTATION
 from tests.model.server_process import ServerProcess
 
 pytestmark = pytest.mark.cluster
@@ -203,3 +205,46 @@ def test_check_mode_sends_nothing_and_hides_secret_headers(counting_server):
     assert result["requests"] == 0 and result["would_send"] == {"instances": TEXTS}
     assert counting_server.posts == 0
     assert "s3cret" not in json.dumps(result) and "t0k" not in json.dumps(result)
+
+
+# --------------------------------------------------------------------------- on the local control plane
+
+PROBE_NAMESPACE = "isvc-probe-test"
+OUR_MODEL_IMAGE = "registry.example.com/kserve-ansible-model:dev"  # the simulator runs it as a local process
+
+
+@pytest.fixture(scope="module")
+def served_isvc(local_cluster, tiny_model_dir):
+    """bert-sentiment as an InferenceService whose predictor is our model server (run by the simulator)."""
+    kube = IsvcCluster(local_cluster.kubeconfig, PROBE_NAMESPACE).set_up()
+    kube.delete(MODEL)
+    kube.create(MODEL, image=OUR_MODEL_IMAGE, annotations={MODEL_DIR_ANNOTATION: str(tiny_model_dir)})
+    ready = run_module("inference_service_wait", kube.module_args(MODEL, timeout=300))
+    assert not ready.get("failed"), ready.get("msg")
+    yield kube
+    kube.tear_down()
+
+
+def test_probe_finds_the_url_in_the_status_and_goes_through_the_ingress(local_cluster, served_isvc, labels):
+    result = run_module(
+        "inference_probe",
+        served_isvc.module_args(
+            MODEL,
+            ingress_host="127.0.0.1",
+            ingress_port=local_cluster.ingress_port,
+            instances=TEXTS,
+            expect=[{"label": label} for label in labels],
+            requests=10,
+            concurrency=2,
+        ),
+    )
+    assert not result.get("failed"), result.get("msg")
+    assert result["host_header"] == f"{MODEL}.{PROBE_NAMESPACE}.{local_cluster.domain}"
+    assert result["url"] == f"http://127.0.0.1:{local_cluster.ingress_port}/v1/models/{MODEL}:predict"
+    assert result["status_codes"] == {"200": 10}
+
+
+def test_probe_of_an_unknown_inference_service_fails_clearly(served_isvc):
+    result = run_module("inference_probe", served_isvc.module_args("no-such-model", instances=TEXTS))
+    assert result["failed"]
+    assert f"InferenceService {PROBE_NAMESPACE}/no-such-model not found" in result["msg"]

@@ -22,18 +22,14 @@ from ansible.module_utils.kserve_ansible.readiness import (
     wait_for_inference_service,
 )
 from ansible.module_utils.kserve_ansible.watch import ObjectWatch
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
-from kubernetes import client as k8s
-from kubernetes import config as kube_config
 from kubernetes import watch as k8s_watch
 
+from tests.integration.isvc_cluster import GROUP, PLURAL, VERSION, IsvcCluster
 from tests.integration.module_runner import ROOT, run_module
 
 pytestmark = pytest.mark.cluster
 
 NAMESPACE = "isvc-wait-test"
-GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
-KSERVE_MANIFEST = pathlib.Path("/work/shared/upstream/kserve/0.14.1/kserve.yaml")  # read-only mirror
 TOO_MUCH_CPU = "1000"  # no fake node offers that much: the real scheduler reports Insufficient cpu
 LATENCY_RUNS = 10
 
@@ -41,102 +37,19 @@ LATENCY_RUNS = 10
 # --------------------------------------------------------------------------- cluster set-up
 
 
-def ensure_inference_service_crd(api: k8s.ApiClient) -> None:
-    """Create the InferenceService CRD from the upstream mirror unless the cluster already has it."""
-    extensions = k8s.ApiextensionsV1Api(api)
-    name = f"{PLURAL}.{GROUP}"
-    try:
-        extensions.read_custom_resource_definition(name)
-    except k8s.ApiException as error:
-        if error.status != 404:
-            raise
-        crd = next(
-            doc
-            for doc in yaml.safe_load_all(KSERVE_MANIFEST.read_text())
-            if doc and doc.get("kind") == "CustomResourceDefinition" and doc["metadata"]["name"] == name
-        )
-        extensions.create_custom_resource_definition(crd)
-    for _ in range(300):
-        status = extensions.read_custom_resource_definition(name).status
-        if any(c.type == "Established" and c.status == "True" for c in status.conditions or []):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"CRD {name} not Established")
-
-
-class Cluster:
-    """What the tests do to the cluster, with the official client (the module under test uses its own)."""
-
-    def __init__(self, kubeconfig: str):
-        self.kubeconfig = kubeconfig
-        self.api = kube_config.new_client_from_config(config_file=kubeconfig)
-        self.custom = k8s.CustomObjectsApi(self.api)
-        self.core = k8s.CoreV1Api(self.api)
-
-    def create(self, name: str, cpu: str = "50m", image: str = "example.com/echo-model:1.0") -> dict:
-        body = {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "InferenceService",
-            "metadata": {"name": name, "namespace": NAMESPACE},
-            "spec": {
-                "predictor": {
-                    "containers": [
-                        {
-                            "name": "kserve-container",
-                            "image": image,
-                            "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}},
-                        }
-                    ]
-                }
-            },
-        }
-        return self.custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, body)
-
-    def set_cpu(self, name: str, cpu: str) -> dict:
-        obj = self.get(name)
-        containers = obj["spec"]["predictor"]["containers"]
-        containers[0]["resources"]["requests"]["cpu"] = cpu
-        patch = {"spec": {"predictor": {"containers": containers}}}
-        return self.custom.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name, patch)
-
-    def get(self, name: str) -> dict:
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
-
-    def delete(self, name: str) -> None:
-        try:
-            self.custom.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
-        except k8s.ApiException as error:
-            if error.status != 404:
-                raise
-
-    def module_client(self, kubeconfig: str | None = None):
-        """kubernetes.core's client, as the module builds it."""
-        return get_api_client(kubeconfig=kubeconfig or self.kubeconfig)
-
-
 @pytest.fixture(scope="module")
 def cluster(local_cluster):
-    kube = Cluster(local_cluster.kubeconfig)
-    ensure_inference_service_crd(kube.api)
-    try:
-        kube.core.create_namespace({"metadata": {"name": NAMESPACE}})
-    except k8s.ApiException as error:
-        if error.status != 409:
-            raise
+    kube = IsvcCluster(local_cluster.kubeconfig, NAMESPACE).set_up()
     yield kube
-    kube.custom.delete_collection_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)
+    kube.tear_down()
 
 
 @pytest.fixture
 def isvc_name(request, cluster):
-    name = request.node.name.replace("_", "-").replace("test-", "", 1)[:40].rstrip("-")
+    name = request.node.name.replace("_", "-").replace("test-", "", 1)[:28].rstrip("-")
     cluster.delete(name)
     yield name
     cluster.delete(name)
-
-
-def wait_args(cluster, name: str, **extra) -> dict:
-    return {"name": name, "namespace": NAMESPACE, "kubeconfig": cluster.kubeconfig, **extra}
 
 
 # --------------------------------------------------------------------------- via Ansible
@@ -144,7 +57,7 @@ def wait_args(cluster, name: str, **extra) -> dict:
 
 def test_wait_returns_url_and_revisions_once_ready(cluster, isvc_name):
     cluster.create(isvc_name)
-    result = run_module("inference_service_wait", wait_args(cluster, isvc_name, timeout=120))
+    result = run_module("inference_service_wait", cluster.module_args(isvc_name, timeout=120))
     assert not result.get("failed"), result.get("msg")
     assert result["ready"] is True
     assert result["url"].startswith(f"http://{isvc_name}.{NAMESPACE}.")
@@ -159,7 +72,7 @@ def test_insufficient_cpu_fails_with_the_schedulers_reason(cluster, isvc_name):
     cluster.create(isvc_name, cpu=TOO_MUCH_CPU)
     result = run_module(
         "inference_service_wait",
-        wait_args(cluster, isvc_name, timeout=120, terminal_grace=2, check_interval=1),
+        cluster.module_args(isvc_name, timeout=120, terminal_grace=2, check_interval=1),
     )
     assert result["failed"]
     assert result["terminal"] is True
@@ -172,7 +85,7 @@ def test_insufficient_cpu_fails_with_the_schedulers_reason(cluster, isvc_name):
 def test_timeout_without_fail_fast_still_explains(cluster, isvc_name):
     cluster.create(isvc_name, cpu=TOO_MUCH_CPU)
     result = run_module(
-        "inference_service_wait", wait_args(cluster, isvc_name, timeout=3, fail_fast=False, check_interval=1)
+        "inference_service_wait", cluster.module_args(isvc_name, timeout=3, fail_fast=False, check_interval=1)
     )
     assert result["failed"] and result["terminal"] is False
     assert "is not Ready after 3s (timeout)" in result["msg"]
@@ -181,7 +94,7 @@ def test_timeout_without_fail_fast_still_explains(cluster, isvc_name):
 
 def test_check_mode_reports_without_waiting(cluster, isvc_name):
     cluster.create(isvc_name, cpu=TOO_MUCH_CPU)
-    result = run_module("inference_service_wait", wait_args(cluster, isvc_name, timeout=600), check=True)
+    result = run_module("inference_service_wait", cluster.module_args(isvc_name, timeout=600), check=True)
     assert not result.get("failed"), result.get("msg")
     assert result["ready"] is False and result["waiting_for"]
     assert "elapsed" not in result
@@ -189,7 +102,7 @@ def test_check_mode_reports_without_waiting(cluster, isvc_name):
 
 def test_unknown_name_fails_at_once_listing_what_exists(cluster, isvc_name):
     cluster.create(isvc_name)
-    result = run_module("inference_service_wait", wait_args(cluster, "no-such-model", timeout=600))
+    result = run_module("inference_service_wait", cluster.module_args("no-such-model", timeout=600))
     assert result["failed"]
     assert f"InferenceService {NAMESPACE}/no-such-model not found" in result["msg"]
     assert isvc_name in result["msg"]
@@ -224,7 +137,7 @@ def test_new_spec_is_not_reported_ready_on_the_old_status(cluster, isvc_name):
 class ReadyObserver(threading.Thread):
     """An independent watch (official client) noting when the InferenceService turned Ready."""
 
-    def __init__(self, cluster: Cluster, name: str):
+    def __init__(self, cluster: IsvcCluster, name: str):
         super().__init__(daemon=True)
         self.cluster, self.name = cluster, name
         self.ready_at: float | None = None
