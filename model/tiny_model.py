@@ -5,8 +5,9 @@
 a model from the Hugging Face Hub. Tests serve it. ``--full-size`` writes the real DistilBERT
 architecture (768 dim, 6 layers, 30522-token vocabulary) with random weights, for benchmarks.
 
-The tokenizer is a WordPiece tokenizer trained with ``tokenizers`` on a small English corpus kept in
-this file; the weights are random (seeded), so predictions are deterministic but meaningless.
+The tokenizer is a ``tokenizers`` WordPiece tokenizer whose vocabulary is counted from a small English
+corpus kept in this file; the weights are random (seeded). The same command always writes the same
+model, so predictions are deterministic (but meaningless).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import random
+from collections import Counter
 from pathlib import Path
 
 LABELS = ("NEGATIVE", "POSITIVE")
@@ -60,21 +62,42 @@ def synthetic_corpus(words: int, seed: int = 0) -> list[str]:
     return [" ".join(chosen[i : i + 12]) for i in range(0, len(chosen), 12)]
 
 
-def train_tokenizer(corpus: list[str], vocab_size: int, max_length: int):
-    """A lowercase BERT-style WordPiece tokenizer as a ``transformers`` fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+def wordpiece_vocabulary(corpus: list[str], vocab_size: int) -> dict[str, int]:
+    """A WordPiece vocabulary counted from ``corpus`` with the BERT normalizer and pre-tokenizer.
+
+    Special tokens, then every character (alone and as a ``##`` continuation, so no text is ever
+    unknown), then whole words by frequency. Built directly rather than with ``WordPieceTrainer``,
+    whose tie-breaking follows hash order: two runs would give two vocabularies, and tests and
+    benchmarks need the same model every time.
+    """
+    from tokenizers import normalizers, pre_tokenizers
+
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    counts = Counter(
+        word for line in corpus for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line))
+    )
+    characters = sorted({character for word in counts for character in word})
+    tokens = [*SPECIAL_TOKENS, *characters, *(f"##{character}" for character in characters)]
+    known = set(tokens)
+    tokens += [word for word in sorted(counts, key=lambda w: (-counts[w], w)) if word not in known]
+    return {token: index for index, token in enumerate(tokens[:vocab_size])}
+
+
+def build_tokenizer(corpus: list[str], vocab_size: int, max_length: int):
+    """A lowercase BERT-style WordPiece tokenizer (``tokenizers``) as a ``transformers`` fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import DistilBertTokenizerFast
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    vocabulary = wordpiece_vocabulary(corpus, vocab_size)
+    tokenizer = Tokenizer(models.WordPiece(vocabulary, unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS)
-    tokenizer.train_from_iterator(corpus, trainer=trainer)
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[(token, tokenizer.token_to_id(token)) for token in ("[CLS]", "[SEP]")],
+        special_tokens=[(token, vocabulary[token]) for token in ("[CLS]", "[SEP]")],
     )
     return DistilBertTokenizerFast(
         tokenizer_object=tokenizer,
@@ -96,7 +119,7 @@ def write_classifier(outdir: Path | str, full_size: bool = False, seed: int = 0)
     labels = {"id2label": dict(enumerate(LABELS)), "label2id": {name: i for i, name in enumerate(LABELS)}}
     if full_size:
         config = DistilBertConfig(**labels)  # DistilBERT defaults: dim 768, 6 layers, vocab 30522
-        corpus = CORPUS * 3 + synthetic_corpus(words=40000, seed=seed)
+        corpus = CORPUS + synthetic_corpus(words=40000, seed=seed)
     else:
         # A wide weight init makes the random tiny model answer differently per input (both labels occur),
         # so tests can tell one request's answer from another's.
@@ -110,8 +133,8 @@ def write_classifier(outdir: Path | str, full_size: bool = False, seed: int = 0)
             initializer_range=0.5,
             **labels,
         )
-        corpus = CORPUS * 3
-    tokenizer = train_tokenizer(corpus, config.vocab_size, config.max_position_embeddings)
+        corpus = CORPUS
+    tokenizer = build_tokenizer(corpus, config.vocab_size, config.max_position_embeddings)
     if not full_size:
         config.vocab_size = len(tokenizer)  # tiny vocabulary: the embedding table matches it exactly
     torch.manual_seed(seed)

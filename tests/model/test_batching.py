@@ -1,0 +1,153 @@
+"""Dynamic batching: requests arriving while a forward pass runs share the next one."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from model.batching import MicroBatcher
+
+
+class RecordingModel:
+    """Stands in for the forward pass: upper-cases texts, records each batch, can hold the first one."""
+
+    def __init__(self, hold_first: bool = False):
+        self.batches: list[list[str]] = []
+        self.first_started = threading.Event()
+        self.release = threading.Event()
+        if not hold_first:
+            self.release.set()
+
+    def __call__(self, texts: list[str]) -> list[str]:
+        self.batches.append(list(texts))
+        self.first_started.set()
+        self.release.wait(timeout=10)
+        if "boom" in texts:
+            raise RuntimeError("forward pass failed")
+        return [text.upper() for text in texts]
+
+
+async def wait_until(event: threading.Event) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, event.wait, 10)
+
+
+def test_a_lone_request_runs_at_once_and_gets_its_results():
+    model = RecordingModel()
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=8)
+        try:
+            return await batcher.submit(["a", "b"])
+        finally:
+            batcher.close()
+
+    assert asyncio.run(scenario()) == ["A", "B"]
+    assert model.batches == [["a", "b"]]
+
+
+def test_requests_queued_during_a_forward_pass_share_the_next_one():
+    model = RecordingModel(hold_first=True)
+    sizes: list[int] = []
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=8, on_batch=sizes.append)
+        first = asyncio.create_task(batcher.submit(["first"]))
+        await wait_until(model.first_started)
+        queued = [asyncio.create_task(batcher.submit([f"q{n}a", f"q{n}b"])) for n in range(3)]
+        await asyncio.sleep(0.05)  # let them queue while the first pass is held
+        model.release.set()
+        try:
+            return await first, await asyncio.gather(*queued)
+        finally:
+            batcher.close()
+
+    first, queued = asyncio.run(scenario())
+    assert first == ["FIRST"]
+    assert queued == [[f"Q{n}A", f"Q{n}B"] for n in range(3)]
+    assert model.batches == [["first"], ["q0a", "q0b", "q1a", "q1b", "q2a", "q2b"]]
+    assert sizes == [1, 6]
+
+
+def test_batches_respect_the_size_limit_and_keep_a_request_whole():
+    model = RecordingModel(hold_first=True)
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=4)
+        first = asyncio.create_task(batcher.submit(["first"]))
+        await wait_until(model.first_started)
+        queued = [
+            asyncio.create_task(batcher.submit(texts)) for texts in (["a", "b", "c"], ["d", "e"], ["f"] * 6)
+        ]
+        await asyncio.sleep(0.05)
+        model.release.set()
+        try:
+            await first
+            return await asyncio.gather(*queued)
+        finally:
+            batcher.close()
+
+    results = asyncio.run(scenario())
+    assert results == [["A", "B", "C"], ["D", "E"], ["F"] * 6]
+    # 3 + 2 > 4: separate passes; a 6-text request is bigger than the limit and runs alone, whole.
+    assert model.batches[1:] == [["a", "b", "c"], ["d", "e"], ["f"] * 6]
+
+
+def test_a_failed_forward_pass_fails_only_its_requests_and_the_batcher_goes_on():
+    model = RecordingModel()
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=8)
+        try:
+            with pytest.raises(RuntimeError, match="forward pass failed"):
+                await batcher.submit(["boom"])
+            return await batcher.submit(["fine"])
+        finally:
+            batcher.close()
+
+    assert asyncio.run(scenario()) == ["FINE"]
+
+
+def test_a_cancelled_request_is_dropped_before_its_turn():
+    model = RecordingModel(hold_first=True)
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=8)
+        first = asyncio.create_task(batcher.submit(["first"]))
+        await wait_until(model.first_started)
+        gone = asyncio.create_task(batcher.submit(["client went away"]))
+        kept = asyncio.create_task(batcher.submit(["kept"]))
+        await asyncio.sleep(0.05)
+        gone.cancel()
+        model.release.set()
+        try:
+            await first
+            return await kept
+        finally:
+            batcher.close()
+
+    assert asyncio.run(scenario()) == ["KEPT"]
+    assert model.batches == [["first"], ["kept"]]
+
+
+def test_wait_window_gathers_requests_that_arrive_shortly_after():
+    model = RecordingModel()
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=8, max_wait_seconds=0.5)
+        try:
+            first = asyncio.create_task(batcher.submit(["a"]))
+            await asyncio.sleep(0.05)  # well inside the window
+            return await asyncio.gather(first, batcher.submit(["b"]))
+        finally:
+            batcher.close()
+
+    assert asyncio.run(scenario()) == [["A"], ["B"]]
+    assert model.batches == [["a", "b"]]
+
+
+@pytest.mark.parametrize(("size", "wait"), [(0, 0.0), (4, -1.0)])
+def test_invalid_settings_are_refused(size, wait):
+    with pytest.raises(ValueError, match="must"):
+        MicroBatcher(lambda texts: texts, max_batch_size=size, max_wait_seconds=wait)

@@ -1,0 +1,74 @@
+"""Start-up, readiness, load failures and shutdown of the model server process."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.model.conftest import MODEL_NAME
+from tests.model.server_process import ServerProcess
+
+LOAD_DELAY_SECONDS = 6
+
+
+def test_ready_only_after_the_model_has_loaded(tiny_model_dir, tmp_path):
+    server = ServerProcess(
+        tiny_model_dir, tmp_path / "server.log", f"--load_delay_seconds={LOAD_DELAY_SECONDS}"
+    )
+    try:
+        server.wait_listening()
+        # Listening, alive, but still loading: not ready, and predictions are refused with 503.
+        assert server.get("/").status_code == 200
+        assert server.get(f"/v1/models/{MODEL_NAME}").status_code == 503
+        assert server.get("/v2/health/ready").status_code == 503
+        refused = server.post(f"/v1/models/{MODEL_NAME}:predict", json={"sequence": "too early"})
+        assert refused.status_code == 503 and "not ready" in refused.text
+        assert f'kserve_ansible_model_ready{{model="{MODEL_NAME}"}} 0.0' in server.get("/metrics").text
+
+        server.wait_ready(MODEL_NAME)
+        assert server.get("/v2/health/ready").json() == {"ready": True}
+        answer = server.post(f"/v1/models/{MODEL_NAME}:predict", json={"sequence": "now"})
+        assert answer.status_code == 200, answer.text
+    finally:
+        exit_code = server.stop()
+    assert exit_code == 0, server.log()[-3000:]  # SIGTERM (as Kubernetes sends) is a clean shutdown
+
+
+def test_hub_model_id_offline_fails_with_a_clear_error(tmp_path):
+    server = ServerProcess(
+        None,
+        tmp_path / "server.log",
+        "--model_id=example-org/no-such-sentiment-model",
+        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf-home")},
+    )
+    assert server.wait_exit() == 1
+    log = server.log()
+    assert "could not load the Hugging Face Hub model example-org/no-such-sentiment-model" in log
+    assert "HF_HUB_OFFLINE is set" in log
+
+
+def test_missing_model_directory_fails_with_a_clear_error(tmp_path):
+    server = ServerProcess(str(tmp_path / "nothing-here"), tmp_path / "server.log")
+    assert server.wait_exit() == 1
+    assert f"model directory {tmp_path / 'nothing-here'} does not exist" in server.log()
+
+
+def test_directory_without_a_model_fails_with_a_clear_error(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "README").write_text("not a model")
+    server = ServerProcess(str(tmp_path / "model"), tmp_path / "server.log")
+    assert server.wait_exit() == 1
+    assert "has no config.json (found: ['README'])" in server.log()
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ("--workers=2", "--workers must be 1"),
+        ("--max_batch_size=0", "--max_batch_size must be at least 1"),
+        ("--num_threads=0", "number of threads must be at least 1"),
+    ],
+)
+def test_invalid_options_are_refused_at_start(tiny_model_dir, tmp_path, flag, message):
+    server = ServerProcess(tiny_model_dir, tmp_path / "server.log", flag)
+    assert server.wait_exit() == 2
+    assert message in server.log()
