@@ -25,7 +25,7 @@ def seed_model_server(tiny_model_dir, tmp_path_factory):  # noqa: F811 - the fix
         f"--model_name={SEED_MODEL_NAME}",
     )
     try:
-        process.wait_ready(SEED_MODEL_NAME)
+        process.wait_ready(SEED_MODEL_NAME, timeout=300)
         yield process
     finally:
         process.stop()
