@@ -249,19 +249,23 @@ def _status_findings(isvc: dict) -> list[Finding]:
     status = isvc.get("status") or {}
     if not status:
         return [Finding("no_status", "status", "the InferenceService has no status at all")]
-    findings = []
+    same_cause: dict[tuple, list[dict]] = {}  # Knative copies one cause onto several conditions
     for cond in status.get("conditions") or []:
-        if cond.get("status") == "True":
-            continue
-        findings.append(_condition_finding(cond))
+        if cond.get("status") != "True":
+            same_cause.setdefault((cond.get("status"), cond.get("reason"), cond.get("message")), []).append(
+                cond
+            )
+    findings = [_condition_finding(group) for group in same_cause.values()]
     findings += _model_status_findings(status.get("modelStatus") or {})
     return findings
 
 
-def _condition_finding(cond: dict) -> Finding:
+def _condition_finding(group: list[dict]) -> Finding:
+    """One finding for conditions that share status, reason and message."""
+    cond = {**group[0], "type": ", ".join(c.get("type", "?") for c in group)}
     reason, message = cond.get("reason") or "", cond.get("message") or ""
-    text = "condition " + describe_condition(cond)
-    subject = f"condition/{cond.get('type')}"
+    text = ("conditions " if len(group) > 1 else "condition ") + describe_condition(cond)
+    subject = f"condition/{cond['type']}"
     if EXEC_FORMAT_ERROR in message:
         return Finding("exec_format", subject, text, terminal=True)
     if reason == "ContainerMissing" or any(r in message for r in IMAGE_PULL_REASONS):

@@ -135,9 +135,10 @@ def _result(isvc: dict, readiness, elapsed: float, watch: ObjectWatch) -> dict:
 def _failure(isvc, readiness, findings: list[Finding], terminal: list[Finding], elapsed, watch) -> WaitFailed:
     name = full_name(isvc)
     if terminal:
+        more = f" (and {len(terminal) - 1} more below)" if len(terminal) > 1 else ""
         head = (
             f"InferenceService {name} cannot become Ready without a change "
-            f"(failed after {elapsed:.0f}s): " + "; ".join(f.message for f in terminal)
+            f"(failed after {elapsed:.0f}s): {terminal[0].message}{more}"
         )
     else:
         head = f"InferenceService {name} is not Ready after {elapsed:.0f}s (timeout)"

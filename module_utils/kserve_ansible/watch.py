@@ -70,7 +70,7 @@ class ObjectWatch:
     def next_change(self, until: float) -> Change | None:
         """The next change of the object, or None when `until` (a clock() time) passes first."""
         while self.clock() < until:
-            if self._lines is None or until < self._window_end - 0.5:
+            if self._lines is None or self._window_end > until + 1.0:  # none open, or it would outlive until
                 self.close()
                 change = self._open(until)
                 if change:

@@ -220,3 +220,12 @@ def test_zero_grace_fails_at_first_sight_and_none_never():
 def test_non_terminal_findings_never_end_the_wait():
     tracker = TerminalTracker(grace=0)
     assert tracker.update([finding(terminal=False)], now=1) == []
+
+
+def test_conditions_with_one_cause_are_reported_once():
+    messages = [f.message for f in diagnose(evidence("unschedulable")) if f.subject.startswith("condition/")]
+    assert messages[0] == "condition PredictorConfigurationReady=Unknown"
+    assert messages[1].startswith(
+        "conditions PredictorReady, Ready=False (Unschedulable): 0/1 nodes are available"
+    )
+    assert len(messages) == 2
