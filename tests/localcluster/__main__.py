@@ -1,0 +1,66 @@
+"""`python -m tests.localcluster up|down|status|kubeconfig` — the local control plane's command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tests.localcluster.cluster import ClusterError, LocalCluster, NodeShape
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.localcluster", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up = commands.add_parser("up", help="start the cluster (idempotent); prints the kubeconfig path")
+    defaults = NodeShape.from_env()
+    up.add_argument("--nodes", type=int, default=defaults.count, help="fake nodes (default %(default)s)")
+    up.add_argument("--node-cpu", default=defaults.cpu, help="CPU of each node (default %(default)s)")
+    up.add_argument(
+        "--node-memory", default=defaults.memory, help="memory of each node (default %(default)s)"
+    )
+    up.add_argument(
+        "--node-arch", default=defaults.arch, help="kubernetes.io/arch of the nodes (%(default)s)"
+    )
+    commands.add_parser("down", help="stop every component and check that nothing is left running")
+    commands.add_parser("status", help="each component: running, crashed (with its last log lines)")
+    commands.add_parser("kubeconfig", help="print the admin kubeconfig's path (the cluster must be up)")
+    args = parser.parse_args(argv)
+    cluster = LocalCluster()
+    try:
+        if args.command == "up":
+            shape = NodeShape(args.nodes, args.node_cpu, args.node_memory, args.node_arch)
+            print(cluster.up(shape))
+        elif args.command == "down":
+            cluster.down()
+        elif args.command == "status":
+            return _print_status(cluster)
+        elif args.command == "kubeconfig":
+            if cluster.load() is None:
+                print("local cluster is not up: run `python -m tests.localcluster up`", file=sys.stderr)
+                return 1
+            print(cluster.kubeconfig)
+    except ClusterError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_status(cluster: LocalCluster) -> int:
+    state = cluster.load()
+    if state is None:
+        print("local cluster: not started")
+        return 3
+    print(f"api: {state['api_url']}  ingress: 127.0.0.1:{state['ingress_port']}")
+    print(f"kubeconfig: {state['kubeconfig']}")
+    broken = 0
+    for row in cluster.status():
+        print(f"{row.name:<24} {row.state:<12} pid={row.pid}  log={row.log}")
+        if row.state != "running":
+            broken += 1
+            for line in row.log_tail.splitlines():
+                print(f"    {line}")
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""A small informer: list + watch one resource kind into an in-memory cache, calling back on every change.
+
+Resilient on purpose: a dropped or expired watch re-lists, a kind whose CRD is not installed yet is retried
+every few seconds, so the simulator can start before any platform is installed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+
+log = logging.getLogger("simulator.informer")
+
+Key = tuple[str, str]  # (namespace or "", name)
+
+
+def key_of(obj: dict) -> Key:
+    meta = obj.get("metadata", {})
+    return meta.get("namespace", ""), meta["name"]
+
+
+class Informer(threading.Thread):
+    """Keeps `cache` equal to the API's view of one kind; `on_change(obj, deleted)` runs per event."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        kind: str,
+        list_call: Callable,
+        on_change: Callable[[dict, bool], None],
+        missing_retry: float = 2.0,
+        **list_kwargs,
+    ):
+        super().__init__(name=f"informer-{kind}", daemon=True)
+        self.api = api
+        self.kind = kind
+        self.list_call = list_call
+        self.list_kwargs = list_kwargs
+        self.on_change = on_change
+        self.missing_retry = missing_retry
+        self.cache: dict[Key, dict] = {}
+        self.synced = threading.Event()
+        self._lock = threading.Lock()
+
+    def items(self) -> list[dict]:
+        with self._lock:
+            return list(self.cache.values())
+
+    def get(self, namespace: str, name: str) -> dict | None:
+        with self._lock:
+            return self.cache.get((namespace, name))
+
+    def _to_dict(self, obj) -> dict:
+        return obj if isinstance(obj, dict) else self.api.sanitize_for_serialization(obj)
+
+    def run(self) -> None:
+        while True:
+            try:
+                version = self._relist()
+                self._watch(version)
+            except ApiException as error:
+                if error.status == 404:  # the CRD is not installed (yet)
+                    self.synced.set()
+                    time.sleep(self.missing_retry)
+                elif error.status != 410:  # 410 Gone: our resourceVersion expired, re-list at once
+                    log.warning("%s: %s", self.kind, error.reason)
+                    time.sleep(1)
+            except Exception as error:  # a dropped connection or the API server restarting
+                log.warning("%s watch failed: %s", self.kind, error)
+                time.sleep(1)
+
+    def _relist(self) -> str:
+        listing = self._to_dict(self.list_call(**self.list_kwargs))
+        fresh = {key_of(item): item for item in listing.get("items", [])}
+        with self._lock:
+            gone = [obj for key, obj in self.cache.items() if key not in fresh]
+            self.cache = fresh
+        self.synced.set()
+        for obj in gone:
+            self.on_change(obj, True)
+        for obj in fresh.values():
+            self.on_change(obj, False)
+        return listing["metadata"]["resourceVersion"]
+
+    def _watch(self, version: str) -> None:
+        stream = watch.Watch().stream(
+            self.list_call, resource_version=version, timeout_seconds=300, **self.list_kwargs
+        )
+        for event in stream:
+            if event["type"] == "ERROR":
+                raw = event.get("raw_object") or {}
+                raise ApiException(status=raw.get("code", 500), reason=raw.get("message", "watch error"))
+            obj = self._to_dict(event["object"])
+            deleted = event["type"] == "DELETED"
+            with self._lock:
+                if deleted:
+                    self.cache.pop(key_of(obj), None)
+                else:
+                    self.cache[key_of(obj)] = obj
+            self.on_change(obj, deleted)
