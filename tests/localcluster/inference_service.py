@@ -248,6 +248,8 @@ class InferenceServices:
             container["image"], annotations
         ):
             model_dir = self.sim.local_predictors.model_dir(annotations.get(MODEL_DIR_ANNOTATION))
+            if model_dir is None:  # the tiny model is being made: not ready yet
+                return state
             local = self.sim.local_predictors.ensure(
                 namespace, isvc["metadata"]["name"], rev, container, model_dir
             )
@@ -413,16 +415,13 @@ class InferenceServices:
         if latest.ready and latest_ready == latest_created:
             return {
                 "transitionStatus": "UpToDate",
-                "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"},
+                "states": _states("Loaded", "Loaded"),
                 "copies": {"failedCopies": 0, "totalCopies": latest.pods},
             }
         if latest.exit_code is not None:
             return {
                 "transitionStatus": "BlockedByFailedLoad",
-                "states": {
-                    "activeModelState": "Loaded" if latest_ready else "",
-                    "targetModelState": "FailedToLoad",
-                },
+                "states": _states("Loaded" if latest_ready else None, "FailedToLoad"),
                 "lastFailureInfo": {
                     "reason": "ModelLoadFailed",
                     "message": latest.message.removeprefix("Container failed with: "),
@@ -435,10 +434,7 @@ class InferenceServices:
         target = "Loading" if latest.pods and not latest.failed else "Pending"
         return {
             "transitionStatus": "InProgress",
-            "states": {
-                "activeModelState": "Loaded" if latest_ready else "Pending",
-                "targetModelState": target,
-            },
+            "states": _states("Loaded" if latest_ready else None, target),
             "copies": {"failedCopies": 0, "totalCopies": latest.pods},
         }
 
@@ -454,7 +450,7 @@ class InferenceServices:
             "conditions": c.with_transition_times(conds, old.get("conditions")),
             "modelStatus": {
                 "transitionStatus": "InvalidSpec",
-                "states": {"activeModelState": "", "targetModelState": "FailedToLoad"},
+                "states": _states(None, "FailedToLoad"),
                 "lastFailureInfo": {"reason": error.reason, "message": error.message},
             },
         }
@@ -482,6 +478,13 @@ class InferenceServices:
             if t.get("tag"):
                 routes[_host(urls[t["tag"]])] = [(t["revisionName"], 100)]
         return routes
+
+
+def _states(active: str | None, target: str) -> dict:
+    """modelStatus.states; an unset activeModelState is left to the CRD's default (Pending)."""
+    return (
+        {"activeModelState": active, "targetModelState": target} if active else {"targetModelState": target}
+    )
 
 
 def _host(url: str) -> str:

@@ -70,6 +70,9 @@ class _Handler(BaseHTTPRequestHandler):
     ingress: Ingress
     protocol_version = "HTTP/1.1"
 
+    def version_string(self) -> str:
+        return "istio-envoy"
+
     def log_message(self, format, *args):
         log.debug(format, *args)
 
@@ -79,7 +82,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
     def _handle(self) -> None:
         length = int(self.headers.get("content-length") or 0)
@@ -112,7 +116,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         finally:
             connection.close()
-        out = {k: v for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP | {"content-length"}}
+        dropped = HOP_BY_HOP | {"content-length", "server", "date"}  # the gateway sets its own
+        out = {k: v for k, v in response.getheaders() if k.lower() not in dropped}
         out[REVISION_HEADER] = revision
         self._answer(response.status, payload, out)
 

@@ -65,30 +65,42 @@ class LocalPredictors:
         self._owners: dict[tuple[str, str], str] = {}
         self._lock = threading.Lock()
         self._tiny_model_lock = threading.Lock()
+        self._making_tiny_model: threading.Thread | None = None
         threading.Thread(target=self._watch_loop, name="local-predictors", daemon=True).start()
 
     def get(self, namespace: str, revision: str) -> LocalPredictor | None:
         with self._lock:
             return self._running.get((namespace, revision))
 
-    def model_dir(self, annotation: str | None) -> str:
+    def model_dir(self, annotation: str | None) -> str | None:
         """Where /mnt/models points: the ISVC's annotation, else KSA_SIM_MODEL_DIR, else a tiny model made
-        once with `python -m model.tiny_model`."""
+        once with `python -m model.tiny_model` in the background (None until it is there)."""
         if annotation:
             return annotation
         if self.default_model_dir:
             return self.default_model_dir
         path = self.state_dir / "models" / "tiny"
+        if (path / "config.json").exists():
+            return str(path)
         with self._tiny_model_lock:
-            if not (path / "config.json").exists():
-                log.info("making a tiny model in %s", path)
-                subprocess.run(
-                    [sys.executable, "-m", "model.tiny_model", str(path)],
-                    cwd=REPO_ROOT,
-                    check=True,
-                    capture_output=True,
+            if self._making_tiny_model is None:
+                self._making_tiny_model = threading.Thread(
+                    target=self._make_tiny_model, args=(path,), name="tiny-model", daemon=True
                 )
-        return str(path)
+                self._making_tiny_model.start()
+        return None
+
+    def _make_tiny_model(self, path: pathlib.Path) -> None:
+        log.info("making a tiny model in %s", path)
+        done = subprocess.run(
+            [sys.executable, "-m", "model.tiny_model", str(path)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            log.error("python -m model.tiny_model failed: %s", done.stderr[-2000:])
+        self.on_change("", "")  # everything waiting for it is looked at again
 
     def ensure(
         self, namespace: str, isvc: str, revision: str, container: dict, model_dir: str
@@ -109,6 +121,7 @@ class LocalPredictors:
             self._running[key] = predictor
             self._owners[key] = isvc
         log.info("started local predictor %s/%s (pid %d, port %d)", namespace, revision, proc.pid, http_port)
+        self.on_change(namespace, isvc)  # its pods are not ready until it is
         return predictor
 
     def stop(self, namespace: str, revision: str) -> None:

@@ -7,11 +7,13 @@ it carry `@pytest.mark.cluster`.
 
 from __future__ import annotations
 
+import subprocess
+import time
 from dataclasses import dataclass
 
 import pytest
 
-from tests.localcluster.cluster import LocalCluster
+from tests.localcluster.cluster import BIN_DIR, LocalCluster
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,32 @@ class RunningCluster:
         from kubernetes import config as kube_config
 
         return kube_config.new_client_from_config(config_file=self.kubeconfig)
+
+    def kubectl(
+        self, *args: str, stdin: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        """Our kubectl v1.34.4 with the generated kubeconfig."""
+        return subprocess.run(
+            [str(BIN_DIR / "kubectl"), "--kubeconfig", self.kubeconfig, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=check,
+        )
+
+
+def wait_for(check, timeout: float, what: str, interval: float = 0.25):
+    """Call check() until it returns something truthy (returned); AssertionError naming `what` after
+    timeout seconds, with the last value seen."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last seen: {last!r}")
 
 
 def _all_running(cluster: LocalCluster) -> bool:

@@ -187,6 +187,9 @@ class Simulator:
         self._enqueue_owner_isvc(pod, deleted)
 
     def _on_local_predictor(self, namespace: str, isvc: str) -> None:
+        if not isvc:  # the tiny model is there: look at every InferenceService again
+            self._enqueue_all()
+            return
         for pod in self.pods.items():
             labels = pod["metadata"].get("labels", {})
             if pod["metadata"]["namespace"] == namespace and labels.get(isvc_mod.ISVC_LABEL) == isvc:

@@ -1,0 +1,203 @@
+"""The local control plane itself: what a user of `python -m tests.localcluster` gets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.localcluster.cluster import COMPONENTS, REPO_ROOT
+from tests.localcluster.processes import is_running, listening_ports
+from tests.localcluster.pytest_plugin import wait_for
+from tests.localcluster.upstream import UPSTREAM_DIR, platform_crds
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def namespace(local_cluster):
+    core = client.CoreV1Api(local_cluster.api_client())
+    name = f"lc-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+    wait_for(lambda: _has_default_service_account(core, name), 60, "the namespace's default ServiceAccount")
+    yield name
+    core.delete_namespace(name)
+
+
+def _has_default_service_account(core, namespace: str) -> bool:
+    return any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(namespace).items)
+
+
+def _deployment(name: str, cpu: str) -> dict:
+    labels = {"app": name}
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {"name": "web", "image": "nginx:1.27", "resources": {"requests": {"cpu": cpu}}}
+                    ]
+                },
+            },
+        },
+    }
+
+
+def test_kubectl_shows_three_fake_nodes_ready_with_4_cpu_and_8gi(local_cluster):
+    nodes = json.loads(local_cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    assert len(nodes) == 3
+    for node in nodes:
+        ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}["Ready"]
+        assert ready == "True", node["metadata"]["name"]
+        assert node["status"]["allocatable"]["cpu"] == "4"
+        assert node["status"]["allocatable"]["memory"] == "8Gi"
+
+
+def test_kubectl_version_is_v1_34_4_on_both_sides(local_cluster):
+    versions = json.loads(local_cluster.kubectl("version", "-o", "json").stdout)
+    assert versions["serverVersion"]["gitVersion"] == "v1.34.4"
+    assert versions["clientVersion"]["gitVersion"] == "v1.34.4"
+
+
+def test_a_deployment_becomes_available(local_cluster, namespace):
+    apps = client.AppsV1Api(local_cluster.api_client())
+    apps.create_namespaced_deployment(namespace, _deployment("web", "100m"))
+
+    def available():
+        status = apps.read_namespaced_deployment_status("web", namespace).status
+        return status.available_replicas == 2 and any(
+            c.type == "Available" and c.status == "True" for c in status.conditions or []
+        )
+
+    wait_for(available, 60, "Deployment web Available with 2 replicas")
+    pods = client.CoreV1Api(local_cluster.api_client()).list_namespaced_pod(namespace).items
+    assert {p.status.phase for p in pods} == {"Running"}
+    assert all(p.spec.node_name.startswith("kwok-node-") for p in pods)
+
+
+def test_a_deployment_asking_for_100_cpus_stays_pending_with_a_failed_scheduling_event(
+    local_cluster, namespace
+):
+    apps = client.AppsV1Api(local_cluster.api_client())
+    core = client.CoreV1Api(local_cluster.api_client())
+    apps.create_namespaced_deployment(namespace, _deployment("greedy", "100"))
+
+    def failed_scheduling():
+        events = core.list_namespaced_event(namespace, field_selector="reason=FailedScheduling").items
+        return [e.message for e in events]
+
+    messages = wait_for(failed_scheduling, 60, "a FailedScheduling event")
+    assert "0/3 nodes are available: 3 Insufficient cpu." in messages[0]
+    pods = core.list_namespaced_pod(namespace, label_selector="app=greedy").items
+    assert pods and {p.status.phase for p in pods} == {"Pending"}
+    status = apps.read_namespaced_deployment_status("greedy", namespace).status
+    assert not status.available_replicas
+
+
+@pytest.mark.skipif(not UPSTREAM_DIR.is_dir(), reason=f"no upstream mirror at {UPSTREAM_DIR}")
+def test_the_platforms_upstream_crds_apply_server_side_and_become_established(local_cluster):
+    crds = platform_crds()
+    applied = local_cluster.kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=kserve-ansible-test",
+        "-f",
+        "-",
+        stdin=yaml.safe_dump_all(crds),
+    )
+    assert applied.stdout.count("serverside-applied") == len(crds)
+    names = [crd["metadata"]["name"] for crd in crds]
+    local_cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=120s", *[f"crd/{n}" for n in names]
+    )
+    assert "inferenceservices.serving.kserve.io" in names and "certificates.cert-manager.io" in names
+
+
+def test_admission_webhooks_are_not_called(local_cluster, namespace):
+    """Documented limitation: the platforms' webhooks run in fake pods, so the API server never calls one."""
+    admission = client.AdmissionregistrationV1Api(local_cluster.api_client())
+    name = f"unreachable-{namespace}"
+    admission.create_validating_webhook_configuration(
+        {
+            "metadata": {"name": name},
+            "webhooks": [
+                {
+                    "name": "deny.example.com",
+                    "clientConfig": {"url": "https://127.0.0.1:1/deny"},
+                    "rules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE"],
+                            "resources": ["configmaps"],
+                        }
+                    ],
+                    "failurePolicy": "Fail",
+                    "sideEffects": "None",
+                    "admissionReviewVersions": ["v1"],
+                }
+            ],
+        }
+    )
+    try:
+        core = client.CoreV1Api(local_cluster.api_client())
+        core.create_namespaced_config_map(namespace, {"metadata": {"name": "created"}})
+    finally:
+        admission.delete_validating_webhook_configuration(name)
+
+
+def _cli(state_dir, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KSA_CLUSTER_DIR": str(state_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "tests.localcluster", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_up_is_idempotent_a_crash_is_reported_and_down_leaves_nothing_running(tmp_path):
+    """A second, private cluster (its own state dir and ports), driven through the command line."""
+    state_dir = tmp_path / "cluster"
+    up = _cli(state_dir, "up")
+    try:
+        assert up.returncode == 0, up.stderr
+        assert up.stdout.strip() == str(state_dir / "kubeconfig")
+        state = json.loads((state_dir / "cluster.json").read_text())
+        assert set(state["pids"]) == set(COMPONENTS)
+
+        again = _cli(state_dir, "up")
+        assert again.returncode == 0, again.stderr
+        assert json.loads((state_dir / "cluster.json").read_text())["pids"] == state["pids"]
+        assert "started" not in again.stderr
+
+        os.kill(state["pids"]["kube-scheduler"], signal.SIGKILL)
+        wait_for(lambda: not is_running(state["pids"]["kube-scheduler"]), 10, "kube-scheduler to die")
+        status = _cli(state_dir, "status")
+        assert status.returncode == 1
+        assert any(line.split()[:2] == ["kube-scheduler", "crashed"] for line in status.stdout.splitlines())
+
+        restarted = _cli(state_dir, "up")
+        assert restarted.returncode == 0, restarted.stderr
+        assert "component kube-scheduler" in restarted.stderr and "not running any more" in restarted.stderr
+        assert _cli(state_dir, "status").returncode == 0
+        state = json.loads((state_dir / "cluster.json").read_text())
+    finally:
+        down = _cli(state_dir, "down")
+    assert down.returncode == 0, down.stderr
+    assert not [name for name, pid in state["pids"].items() if is_running(pid)]
+    assert not set(state["ports"].values()) & listening_ports()
+    assert _cli(state_dir, "status").returncode == 3  # not started
