@@ -92,6 +92,10 @@ class IsvcCluster:
             if error.status != 404:
                 raise
 
+    def node_arch(self) -> str:
+        """The CPU architecture of the (fake) nodes."""
+        return self.core.list_node().items[0].metadata.labels["kubernetes.io/arch"]
+
     def module_client(self, kubeconfig: str | None = None):
         """kubernetes.core's client, as the modules build it."""
         return get_api_client(kubeconfig=kubeconfig or self.kubeconfig)

@@ -81,6 +81,19 @@ def test_insufficient_cpu_fails_with_the_schedulers_reason(cluster, isvc_name):
     assert "lower the predictor's resources.requests" in result["msg"]
 
 
+def test_image_for_another_architecture_fails_with_exec_format_error(cluster, isvc_name):
+    other_arch = {"amd64": "arm64v8", "arm64": "amd64"}[cluster.node_arch()]
+    cluster.create(isvc_name, image=f"{other_arch}/example-model:1.0")
+    result = run_module(
+        "inference_service_wait",
+        cluster.module_args(isvc_name, timeout=120, terminal_grace=2, check_interval=1),
+    )
+    assert result["failed"] and result["terminal"] is True
+    assert "exec_format" in result["failure_kinds"]
+    assert "exec format error" in result["msg"]
+    assert "built for another CPU architecture" in result["msg"]
+
+
 def test_timeout_without_fail_fast_still_explains(cluster, isvc_name):
     cluster.create(isvc_name, cpu=TOO_MUCH_CPU)
     result = run_module(
