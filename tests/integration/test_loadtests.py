@@ -14,6 +14,7 @@ import pytest
 from tests.helpers import ROOT
 from tests.integration.conftest import SEED_MODEL_NAME
 from tests.loadtests.summarize_results import Figures, threshold_breaches
+from tests.model.server_process import free_port
 
 LOADTESTS = ROOT / "tests" / "loadtests"
 SCRIPT = LOADTESTS / "run_load_test.sh"
@@ -53,9 +54,14 @@ def run_script(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def short_load_run(seed_model_server, tmp_path_factory):
+def vegeta():
     if not VEGETA.is_file():
         pytest.skip(f"vegeta not built at {VEGETA}: run `make tools`")
+    return VEGETA
+
+
+@pytest.fixture(scope="module")
+def short_load_run(vegeta, seed_model_server, tmp_path_factory):
     out = tmp_path_factory.mktemp("loadtest")
     result = run_script(
         "--url", seed_model_server.url, "--model", SEED_MODEL_NAME, "--out", str(out), *SHORT_RUN_OPTIONS
@@ -109,6 +115,14 @@ def test_a_remote_target_is_refused_without_allow_remote():
     assert result.returncode == 2
     assert "refusing to load-test '192.0.2.10': not a loopback address" in result.stderr
     assert "--allow-remote" in result.stderr
+
+
+def test_nothing_answering_stops_the_run_before_any_attack(vegeta, tmp_path):
+    dead_url = f"http://127.0.0.1:{free_port()}"
+    result = run_script("--url", dead_url, "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert f"nothing answers at {dead_url}" in result.stderr
+    assert not list(tmp_path.glob("*.bin")), "no attack should have started"
 
 
 def test_committed_target_is_the_payload_sent_to_the_default_target():

@@ -185,8 +185,8 @@ write_target >"$target_file"
 curl_args=(--silent --show-error --output /dev/null --write-out '%{http_code}' --max-time 10
   --request POST --header 'Content-Type: application/json' --data-binary "@$payload")
 [[ -z "$host_header" ]] || curl_args+=(--header "Host: $host_header")
-if ! status="$(curl "${curl_args[@]}" "$url/v1/models/$model:predict" 2>&1)"; then
-  die "nothing answers at $url${host_header:+ (Host: $host_header)}: $status"
+if ! status="$(curl "${curl_args[@]}" "$url/v1/models/$model:predict" 2>"$out/precheck.err")"; then
+  die "nothing answers at $url${host_header:+ (Host: $host_header)}: $(cat "$out/precheck.err")"
 fi
 [[ "$status" == 200 ]] || die "POST $url/v1/models/$model:predict answered $status, not 200: check --model and the target"
 
