@@ -140,7 +140,14 @@ def build_predictor(isvc: dict, runtimes: list[dict], cluster_runtimes: list[dic
     spec = isvc["spec"].get("predictor", {})
     pod_fields = {
         k: spec[k]
-        for k in ("nodeSelector", "tolerations", "affinity", "serviceAccountName", "imagePullSecrets")
+        for k in (
+            "nodeSelector",
+            "tolerations",
+            "affinity",
+            "serviceAccountName",
+            "imagePullSecrets",
+            "volumes",
+        )
         if k in spec
     }
     replicas = max(1, int(spec.get("minReplicas") or 1))
@@ -159,6 +166,9 @@ def build_predictor(isvc: dict, runtimes: list[dict], cluster_runtimes: list[dic
             container["image"] = model["image"]
         storage_uri = model.get("storageUri")
         runtime_name = runtime["metadata"]["name"]
+        for key in ("volumes", "nodeSelector", "tolerations", "affinity", "imagePullSecrets"):
+            if runtime["spec"].get(key) and key not in pod_fields:
+                pod_fields[key] = copy.deepcopy(runtime["spec"][key])
     else:
         containers = spec.get("containers") or []
         if not containers:
@@ -173,14 +183,18 @@ def build_predictor(isvc: dict, runtimes: list[dict], cluster_runtimes: list[dic
         runtime_name, is_cluster = None, False
     init = []
     if storage_uri and not storage_uri.startswith("pvc://"):
-        container["env"] = _merge_env(
-            container.get("env", []), [{"name": "STORAGE_URI", "value": storage_uri}]
-        )
+        # KServe's storage-initializer downloads into an emptyDir that the model server mounts read-only.
+        storage_env = [{"name": "STORAGE_URI", "value": storage_uri}]
+        container["env"] = _merge_env(container.get("env", []), storage_env)
+        mount = {"name": "kserve-provision-location", "mountPath": "/mnt/models"}
+        container["volumeMounts"] = [*container.get("volumeMounts", []), {**mount, "readOnly": True}]
+        pod_fields["volumes"] = [*pod_fields.get("volumes", []), {"name": mount["name"], "emptyDir": {}}]
         init.append(
             {
                 "name": "storage-initializer",
                 "image": STORAGE_INITIALIZER_IMAGE,
                 "args": [storage_uri, "/mnt/models"],
+                "volumeMounts": [mount],
                 "resources": {
                     "requests": {"cpu": "100m", "memory": "100Mi"},
                     "limits": {"cpu": "1", "memory": "1Gi"},

@@ -23,6 +23,7 @@ import time
 
 from kubernetes import client
 from kubernetes import config as kube_config
+from kubernetes.client.rest import ApiException
 
 from tests.localcluster import inference_service as isvc_mod
 from tests.localcluster import platform_status as ps
@@ -235,9 +236,12 @@ class Simulator:
             key = self.queue.get()
             try:
                 self._reconcile(key)
+            except ApiException as error:  # e.g. an invalid pod spec: said once per retry, in one line
+                log.warning("reconciling %s failed (retrying in 5s): %s %s", key, error.status, error.body)
+                self.queue.add(key, 5.0)
             except Exception:
-                log.exception("reconciling %s failed; retrying in 2s", key)
-                self.queue.add(key, 2.0)
+                log.exception("reconciling %s failed; retrying in 5s", key)
+                self.queue.add(key, 5.0)
 
     def _reconcile(self, key: tuple) -> None:
         kind, namespace, name = key

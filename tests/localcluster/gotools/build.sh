@@ -91,4 +91,4 @@ for t in $targets; do
     *) echo "unknown target $t" >&2; exit 2 ;;
   esac
 done
-log "done in $(( $(date +%s) - start ))s: $(ls "$bindir" | grep -v -- - | tr '\n' ' ')"
+log "done in $(( $(date +%s) - start ))s: $(find "$bindir" -maxdepth 1 -type l -printf "%f ")"
