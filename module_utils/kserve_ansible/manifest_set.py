@@ -205,6 +205,11 @@ class ManifestSet:
             return ObjectResult(obj, "conflict", before=before, note=_reason(exc))
         if before is None:
             action = "created"
+            if not self.check_mode and not after["metadata"].get("managedFields"):
+                # An object applied with no field of its own (a bare Secret) is stored without managedFields;
+                # the API server then writes a "before-first-apply" entry on the next apply. Take that write
+                # now, so that a second run changes nothing.
+                after = self._server_side_apply(resource, obj)
         elif self.check_mode:
             action = "updated" if m.would_change(before, after) else "unchanged"
         else:
