@@ -1,12 +1,14 @@
 """Benchmark: our model server vs the raw forward-pass floor, full-size DistilBERT on this machine's CPUs.
 
-    python -m bench.model_server [--duration 15] [--clients 1,4,16] [--json OUT] [--server-arg=--flag=v]
+    python -m bench.model_server [--duration 15] [--clients 1,4,16] [--rounds 1] [--json OUT]
+                                 [--server-arg=--flag=value ...]
 
 One run measures, with the same model and thread count:
 
 - floor:  in-process ``tokenizer(texts)`` + ``model(**tokens)`` under ``torch.inference_mode``, for the
           seed request (batch 2) and for 8 seed requests at once (batch 16, the batching ceiling);
-          measured before and after the server levels (the mean is used; the drift is printed);
+          measured right before and right after each client level (the mean is that level's floor),
+          so a machine whose load changes during the run still compares like with like;
 - server: ``python -m model.server`` (the image's command) on a free port, closed-loop HTTP/1.1
           keep-alive clients sending the seed request ``{"instances": ["Hello, my dog is cute",
           "I am feeling happy"]}`` to /v1/models/bert-sentiment:predict, at 1, 4 and 16 clients.
@@ -56,33 +58,47 @@ def percentile(values: list[float], fraction: float) -> float:
 
 
 # ---------------------------------------------------------------------------------------------- floor
-def measure_floor(model_dir: pathlib.Path, threads: int, seconds: float) -> dict[str, dict[str, float]]:
-    """p50/p99 of tokenize + forward in this process, for the seed request and 8 of them batched."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+class Floor:
+    """tokenize + forward in this process, same model and threads as the server: what no server can beat."""
 
-    torch.set_num_threads(threads)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
-    results = {}
-    for name, texts in (("batch2", SEED_TEXTS), ("batch16", SEED_TEXTS * 8)):
-        with torch.inference_mode():
-            for _ in range(3):  # warm-up
-                model(**tokenizer(texts, padding=True, return_tensors="pt"))
-            latencies = []
-            deadline = time.perf_counter() + seconds
-            while time.perf_counter() < deadline:
-                start = time.perf_counter()
-                model(**tokenizer(texts, padding=True, return_tensors="pt"))
-                latencies.append(time.perf_counter() - start)
-        p50 = statistics.median(latencies)
-        results[name] = {
-            "p50_ms": p50 * 1000,
-            "p99_ms": percentile(latencies, 0.99) * 1000,
-            "requests_per_s": (len(texts) / 2) / p50,  # in seed requests (2 texts) per second
-            "samples": len(latencies),
-        }
-    return results
+    def __init__(self, model_dir: pathlib.Path, threads: int):
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+
+    def measure(self, seconds: float) -> dict[str, dict[str, float]]:
+        """p50/p99 for the seed request (batch 2) and 8 seed requests at once (batch 16)."""
+        results = {}
+        for name, texts in (("batch2", SEED_TEXTS), ("batch16", SEED_TEXTS * 8)):
+            with self.torch.inference_mode():
+                for _ in range(3):  # warm-up
+                    self.model(**self.tokenizer(texts, padding=True, return_tensors="pt"))
+                latencies = []
+                deadline = time.perf_counter() + seconds
+                while time.perf_counter() < deadline:
+                    start = time.perf_counter()
+                    self.model(**self.tokenizer(texts, padding=True, return_tensors="pt"))
+                    latencies.append(time.perf_counter() - start)
+            results[name] = floor_figures(statistics.median(latencies), len(texts))
+            results[name]["p99_ms"] = percentile(latencies, 0.99) * 1000
+        return results
+
+
+def floor_figures(p50_seconds: float, texts: int) -> dict[str, float]:
+    """p50 and the request rate it allows, in seed requests (2 texts) per second."""
+    return {"p50_ms": p50_seconds * 1000, "requests_per_s": (texts / 2) / p50_seconds}
+
+
+def mean_floor(before: dict, after: dict) -> dict:
+    texts = {"batch2": 2, "batch16": 16}
+    return {
+        name: floor_figures((before[name]["p50_ms"] + after[name]["p50_ms"]) / 2000, texts[name])
+        for name in before
+    }
 
 
 # --------------------------------------------------------------------------------------------- server
@@ -189,56 +205,77 @@ def load_average() -> str:
         return "n/a"
 
 
+def ratios(levels: list[dict]) -> dict[str, float]:
+    """The headline ratios of one round (each level against the floor measured around it)."""
+    by_clients = {level["clients"]: level for level in levels}
+    one, many = by_clients[min(by_clients)], by_clients[max(by_clients)]
+    return {
+        "p50_1_client_over_floor": one["p50_ms"] / one["floor"]["batch2"]["p50_ms"],
+        "throughput_most_over_1_client": many["requests_per_s"] / one["requests_per_s"],
+        "throughput_most_over_floor_rate": many["requests_per_s"] / many["floor"]["batch2"]["requests_per_s"],
+        "throughput_most_over_batch16_rate": many["requests_per_s"]
+        / many["floor"]["batch16"]["requests_per_s"],
+    }
+
+
 def report(result: dict) -> str:
-    floor2, floor16 = result["floor"]["batch2"], result["floor"]["batch16"]
-    f2_p50, f2_rate, f16_rate = floor2["p50_ms"], floor2["requests_per_s"], floor16["requests_per_s"]
-    drift = (result["floor_before"]["batch2"]["p50_ms"], result["floor_after"]["batch2"]["p50_ms"])
     lines = [
         f"machine: {result['cpus']} CPUs, {result['threads']} compute threads; "
         f"load average before {result['load_before']}, after {result['load_after']}",
-        f"floor (mean of before/after): batch 2 p50 {f2_p50:.1f} ms ({f2_rate:.1f} req/s), "
-        f"batch 16 p50 {floor16['p50_ms']:.1f} ms ({f16_rate:.1f} req/s of 2 texts); "
-        f"batch 2 p50 before/after: {drift[0]:.1f} / {drift[1]:.1f} ms",
         "",
-        "| clients | req/s | p50 ms | p99 ms | p50 / floor p50 | req/s / floor rate | texts per pass |",
-        "|---|---|---|---|---|---|---|",
+        "| round | clients | req/s | p50 ms | p99 ms | texts/pass | floor b2 p50 ms | floor b16 p50 ms "
+        "| p50 / floor | req/s / floor b2 rate |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for level in result["levels"]:
-        rate, p50 = level["requests_per_s"], level["p50_ms"]
-        lines.append(
-            f"| {level['clients']} | {rate:.1f} | {p50:.1f} | {level['p99_ms']:.1f} "
-            f"| {p50 / f2_p50:.2f}x | {rate / f2_rate:.2f}x | {level['texts_per_pass']:.1f} |"
-        )
-    by_clients = {level["clients"]: level for level in result["levels"]}
-    if 1 in by_clients and 16 in by_clients:
-        one, sixteen = by_clients[1]["requests_per_s"], by_clients[16]["requests_per_s"]
-        lines += [
-            "",
-            f"p50 at 1 client / batch-2 floor p50: {by_clients[1]['p50_ms'] / f2_p50:.2f}x "
-            "(target <= 1.2x, <= 1.15x to beat stock; stock KServe HF server 1.24x)",
-            f"throughput 16 clients / 1 client: {sixteen / one:.2f}x (target >= 1.5x; stock ~1.0x)",
-            f"throughput 16 clients / batch-2 floor rate: {sixteen / f2_rate:.2f}x "
-            "(target >= 1.6x; stock 0.80x)",
-            f"throughput 16 clients / batch-16 floor rate (the ceiling): {sixteen / f16_rate:.2f}x",
-        ]
+    for number, levels in enumerate(result["rounds"], 1):
+        for level in levels:
+            floor2, floor16 = level["floor"]["batch2"], level["floor"]["batch16"]
+            lines.append(
+                f"| {number} | {level['clients']} | {level['requests_per_s']:.1f} | {level['p50_ms']:.1f} "
+                f"| {level['p99_ms']:.1f} | {level['texts_per_pass']:.1f} | {floor2['p50_ms']:.1f} "
+                f"| {floor16['p50_ms']:.1f} | {level['p50_ms'] / floor2['p50_ms']:.2f}x "
+                f"| {level['requests_per_s'] / floor2['requests_per_s']:.2f}x |"
+            )
+    headline = result["ratios"]
+    most = max(level["clients"] for level in result["rounds"][0])
+    lines += [
+        "",
+        f"(median over {len(result['rounds'])} round(s); floors measured right before and after each level)",
+        f"p50 at 1 client / batch-2 floor p50: {headline['p50_1_client_over_floor']:.2f}x "
+        "(target <= 1.2x, <= 1.15x beats stock; stock KServe HF server 1.24x)",
+        f"throughput {most} clients / 1 client: {headline['throughput_most_over_1_client']:.2f}x "
+        "(target >= 1.5x; stock ~1.0x)",
+        f"throughput {most} clients / batch-2 floor rate: {headline['throughput_most_over_floor_rate']:.2f}x "
+        "(target >= 1.6x; stock 0.80x)",
+        f"throughput {most} clients / batch-16 floor rate (the ceiling): "
+        f"{headline['throughput_most_over_batch16_rate']:.2f}x",
+    ]
     return "\n".join(lines)
 
 
-def mean_floor(before: dict, after: dict) -> dict:
-    merged = {}
-    for name in before:
-        p50 = (before[name]["p50_ms"] + after[name]["p50_ms"]) / 2
-        texts = 2 if name == "batch2" else 16
-        merged[name] = {"p50_ms": p50, "requests_per_s": (texts / 2) / (p50 / 1000)}
-    return merged
+def run_round(floor: Floor, port: int, clients: list[int], args) -> list[dict]:
+    """floor, level, floor, level, ... floor: each level is compared with the floors around it."""
+    floors = [floor.measure(args.floor_seconds)]
+    levels = []
+    for count in clients:
+        passes_before, texts_before = scrape_batch_sizes(port)
+        print(f"  {count} client(s) for {args.duration:.0f} s ...", flush=True)
+        level = asyncio.run(load_level(port, count, args.duration, args.warmup))
+        passes, texts = scrape_batch_sizes(port)
+        level["texts_per_pass"] = (texts - texts_before) / max(1.0, passes - passes_before)
+        floors.append(floor.measure(args.floor_seconds))
+        level["floor"] = mean_floor(floors[-2], floors[-1])
+        levels.append(level)
+    return levels
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.model_server", description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=15.0, help="measured seconds per client level")
     parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each level")
-    parser.add_argument("--floor-seconds", type=float, default=6.0, help="seconds per floor measurement")
+    parser.add_argument("--floor-seconds", type=float, default=4.0, help="seconds per floor measurement")
     parser.add_argument("--clients", default="1,4,16", help="comma-separated client counts")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the levels; ratios are the median")
     parser.add_argument("--model-dir", type=pathlib.Path, default=CACHE / "bench" / "distilbert-full-random")
     parser.add_argument("--json", type=pathlib.Path, help="also write the results as JSON here")
     parser.add_argument(
@@ -248,36 +285,28 @@ def main() -> None:
         help="extra model server flag, e.g. --server-arg=--max_batch_wait_ms=2",
     )
     args = parser.parse_args()
+    clients = [int(n) for n in args.clients.split(",")]
 
     from model.cpu import compute_threads, schedulable_cpus
 
     threads = compute_threads()
     model_dir = full_size_model(args.model_dir)
-    result = {"cpus": schedulable_cpus(), "threads": threads, "load_before": load_average()}
-    print(f"floor ({threads} threads) ...", flush=True)
-    result["floor_before"] = measure_floor(model_dir, threads, args.floor_seconds)
-
+    result = {"cpus": schedulable_cpus(), "threads": threads, "load_before": load_average(), "rounds": []}
+    floor = Floor(model_dir, threads)
     port = free_port()
-    log_path = pathlib.Path(tempfile.gettempdir()) / "bench-model-server.log"
+    log_path = pathlib.Path(tempfile.gettempdir()) / f"bench-model-server-{port}.log"
     process, command = start_server(model_dir, port, args.server_arg, log_path)
     result["server_command"] = command
-    levels = []
     try:
-        for clients in (int(n) for n in args.clients.split(",")):
-            passes_before, texts_before = scrape_batch_sizes(port)
-            print(f"{clients} client(s) for {args.duration:.0f} s ...", flush=True)
-            level = asyncio.run(load_level(port, clients, args.duration, args.warmup))
-            passes, texts = scrape_batch_sizes(port)
-            level["texts_per_pass"] = (texts - texts_before) / max(1.0, passes - passes_before)
-            levels.append(level)
+        for number in range(1, args.rounds + 1):
+            print(f"round {number}: floor + {clients} clients ...", flush=True)
+            result["rounds"].append(run_round(floor, port, clients, args))
     finally:
         process.terminate()
         process.wait(30)
-    result["levels"] = levels
-    print("floor again (drift check) ...", flush=True)
-    result["floor_after"] = measure_floor(model_dir, threads, args.floor_seconds)
-    result["floor"] = mean_floor(result["floor_before"], result["floor_after"])
     result["load_after"] = load_average()
+    per_round = [ratios(levels) for levels in result["rounds"]]
+    result["ratios"] = {key: statistics.median(r[key] for r in per_round) for key in per_round[0]}
     print()
     print(report(result))
     if args.json:

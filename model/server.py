@@ -15,12 +15,13 @@ import os
 import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import kserve
 import torch
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from kserve import model_server as kserve_model_server
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from kserve.logging import logger
@@ -215,7 +216,7 @@ def add_http_extras(app, model: SentimentModel, max_request_bytes: int) -> None:
 
     async def server_ready():
         """Ready when the model has loaded (KServe 0.14's own answer is always "ready")."""
-        return ORJSONResponse({"ready": model.ready}, status_code=200 if model.ready else 503)
+        return JSONResponse({"ready": model.ready}, status_code=200 if model.ready else 503)
 
     # Registered before KServe's routes (added at start), so this one answers.
     app.add_api_route("/v2/health/ready", server_ready, methods=["GET"], tags=["V2"])
@@ -277,6 +278,9 @@ def load_in_background(model: SentimentModel, delay_seconds: float) -> threading
 
 
 def main() -> None:
+    # KServe 0.14's endpoints use ORJSONResponse, which this FastAPI deprecates: one warning per process
+    # that says nothing to an operator.
+    warnings.filterwarnings("ignore", message="ORJSONResponse is deprecated")
     parser = build_parser()
     args = parser.parse_args()
     if args.workers != 1:
