@@ -53,6 +53,8 @@ HINTS = {
     "crash_loop": "the model server exits at start-up: see its last log lines",
     "oom": "the container was OOMKilled: raise the predictor's memory limit",
     "ingress": "the ingress (Istio gateway / net-istio) has not configured the route yet",
+    "node_not_ready": "the pod's node stopped reporting (NotReady): check `kubectl get nodes`, its kubelet",
+    "pod_not_ready": "the model server runs but does not pass its readiness probe yet (still loading?)",
     "no_status": "the KServe controller has not reported any status: is it running, and are its "
     "webhooks serving?",
 }
@@ -327,10 +329,15 @@ def _pod_findings(pods: list[dict], logs: dict[tuple[str, str], str]) -> list[Fi
             *(_get(pod, "status", "initContainerStatuses", default=[])),
             *(_get(pod, "status", "containerStatuses", default=[])),
         ]
+        about_pod = len(findings)
         for container in statuses:
             finding = _container_finding(name, phase, container, logs.get((name, container.get("name"))))
             if finding:
                 findings.append(finding)
+        ready = condition(pod, "Ready")
+        if len(findings) == about_pod and phase == "Running" and ready and ready.get("status") != "True":
+            kind = "node_not_ready" if ready.get("reason") == "NodeNotReady" else "pod_not_ready"
+            findings.append(Finding(kind, f"pod/{name}", f"pod {name}: Running, {describe_condition(ready)}"))
     return findings
 
 
@@ -400,6 +407,8 @@ def _event_findings(isvc: dict, events: list[dict]) -> list[Finding]:
             findings.append(Finding("hf_storage_uri", subject, text, True))
         elif EXEC_FORMAT_ERROR in message:
             findings.append(Finding("exec_format", subject, text, True))
+        elif reason == "NodeNotReady":
+            findings.append(Finding("node_not_ready", subject, text))
         elif event.get("type") == "Warning":
             findings.append(Finding("event", f"{subject}/{reason}/{_normalize(message)}", text))
     if hf_uris and not any(f.kind == "hf_storage_uri" for f in findings) and not isvc.get("status"):

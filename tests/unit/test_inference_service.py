@@ -133,6 +133,7 @@ def test_summary_has_urls_revisions_and_traffic():
         ("oom", "oom", True, "OOMKilled (3 restarts)"),
         ("crash_loop", "crash_loop", False, "crash-looping (3 restarts)"),
         ("ingress_pending", "ingress", False, "Ingress has not yet been reconciled."),
+        ("node_not_ready", "node_not_ready", False, "Running, Ready=False (NodeNotReady)"),
     ],
 )
 def test_diagnosis_names_the_cause(case, kind, terminal, text):
