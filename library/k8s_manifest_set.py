@@ -45,6 +45,15 @@ options:
       sha256:
         description: Expected sha256 of the file. A mismatch fails the task before anything is applied.
         type: str
+      release_url:
+        description: This file's release URL, instead of O(release_url).
+        type: str
+      mirror_dir:
+        description: This file's mirror directory, instead of O(mirror_dir) (an empty string means none).
+        type: path
+      checksums:
+        description: Pinned checksums for this file's release, instead of O(checksums).
+        type: dict
       label_selector:
         description:
           - Only the objects of this file whose labels match (C(kubectl apply -l) syntax, for example
@@ -204,6 +213,9 @@ SOURCE_SPEC = {
     "url": {"type": "str"},
     "path": {"type": "path"},
     "sha256": {"type": "str"},
+    "release_url": {"type": "str"},
+    "mirror_dir": {"type": "path"},
+    "checksums": {"type": "dict"},
     "label_selector": {"type": "str"},
 }
 PATCH_SPEC = {

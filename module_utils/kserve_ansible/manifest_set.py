@@ -12,6 +12,7 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import yaml
 from ansible.module_utils.kserve_ansible import manifests as m
 
 with contextlib.suppress(ImportError):  # a missing client library is reported by the module's checks
@@ -24,6 +25,7 @@ with contextlib.suppress(ImportError):  # a missing client library is reported b
     )
 
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+METADATA_ONLY_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 WEBHOOK_NOT_READY = ("failed calling webhook", "no endpoints available for service", "connection refused")
 
 
@@ -36,6 +38,18 @@ def _reason(exc):
         except (TypeError, ValueError):
             return str(body)
     return str(exc)
+
+
+class _DiffDumper(yaml.SafeDumper):
+    """YAML for diffs: multi-line strings (JSON in ConfigMaps) as blocks, so their lines diff one by one."""
+
+
+def _represent_text(dumper, text):
+    style = "|" if "\n" in text else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_DiffDumper.add_representer(str, _represent_text)
 
 
 class ObjectResult:
@@ -63,10 +77,8 @@ class ObjectResult:
         return entry
 
     def diff(self):
-        import yaml
-
         def render(obj):
-            return yaml.safe_dump(m.comparable(obj), sort_keys=True) if obj is not None else ""
+            return yaml.dump(m.comparable(obj), Dumper=_DiffDumper, sort_keys=True) if obj is not None else ""
 
         return {
             "before_header": m.describe(self.obj),
@@ -116,8 +128,11 @@ class ManifestSet:
             return list(pool.map(function, items))
 
     def _request(self, method, path, body=None, metadata_only=False, **params):
+        """One API call; `metadata_only` asks for metadata alone ("list" for a collection)."""
         if metadata_only:
-            params["header_params"] = {"Accept": METADATA_ONLY}
+            params["header_params"] = {
+                "Accept": METADATA_ONLY_LIST if metadata_only == "list" else METADATA_ONLY
+            }
         if self.check_mode and method != "get":
             params["dry_run"] = "All"
         response = self.dynamic.request(method, path, body=body, serialize=False, **params)
@@ -246,7 +261,7 @@ class ManifestSet:
         selector = ",".join(f"{k}={v}" for k, v in sorted((metadata.get("labels") or {}).items()))
         namespace = (metadata.get("namespace") or "default") if resource.namespaced else None
         listing = self._request(
-            "get", resource.path(namespace=namespace), label_selector=selector or None, metadata_only=True
+            "get", resource.path(namespace=namespace), label_selector=selector or None, metadata_only="list"
         )
         prefix = metadata["generateName"]
         return [item for item in listing.get("items") or [] if item["metadata"]["name"].startswith(prefix)]
@@ -395,7 +410,7 @@ class ManifestSet:
             if crd is None:
                 continue
             try:
-                listing = self._request("get", self._crd_listing_path(crd), metadata_only=True)
+                listing = self._request("get", self._crd_listing_path(crd), metadata_only="list")
             except NotFoundError:
                 continue
             kind = crd["spec"]["names"]["kind"]
@@ -421,7 +436,7 @@ class ManifestSet:
             path = self._crd_listing_path(crd)
             self.warn(f"force_absent: deleting {len(leftovers[name])} custom resources of {name}")
             if crd["spec"].get("scope") == "Namespaced":
-                listing = self._request("get", path, metadata_only=True)
+                listing = self._request("get", path, metadata_only="list")
                 for namespace in {item["metadata"]["namespace"] for item in listing.get("items") or []}:
                     group_version = path.rsplit("/", 1)[0]
                     self._request(
@@ -447,7 +462,7 @@ class ManifestSet:
             if crd is None:
                 continue
             path = self._crd_listing_path(crd)
-            listing = self._request("get", path, metadata_only=True)
+            listing = self._request("get", path, metadata_only="list")
             for item in listing.get("items") or []:
                 metadata = item["metadata"]
                 self.warn(

@@ -80,6 +80,10 @@ class ManifestSource:
         """
         name = params.get("name") or ""
         sha256 = (params.get("sha256") or "").lower()
+        # A source may name its own release (several releases uninstalled in one run).
+        release_url = params.get("release_url") or release_url
+        mirror_dir = params.get("mirror_dir") if params.get("mirror_dir") is not None else mirror_dir
+        checksums = params.get("checksums") if params.get("checksums") is not None else checksums
         if name and mirror_dir:
             pinned = (checksums or {}).get(name)
             if not pinned and not sha256:

@@ -349,3 +349,17 @@ class TestReleaseFiles:
         )
         assert source.url == "https://rel/download/core.yaml"
         assert source.sha256 == ""
+
+    def test_a_source_may_name_its_own_release(self, tmp_path):
+        (tmp_path / "net-istio.yaml").write_bytes(TWO_DOCS)
+        own = {
+            "name": "net-istio.yaml",
+            "mirror_dir": str(tmp_path),
+            "checksums": {"net-istio.yaml": "b" * 64},
+        }
+        source = m.ManifestSource.from_params(own, "https://serving", "", {})
+        assert (source.path, source.sha256) == (str(tmp_path / "net-istio.yaml"), "b" * 64)
+        online = m.ManifestSource.from_params(
+            {"name": "x.yaml", "release_url": "https://net"}, "https://serving"
+        )
+        assert online.url == "https://net/x.yaml"
