@@ -134,6 +134,13 @@ options:
     type: list
     elements: str
     default: []
+  owned_annotations:
+    description:
+      - With O(state=absent), custom resources carrying all these annotations belong to the install and do
+        not block the CRD deletion (for example a Helm chart's own resources,
+        C({meta.helm.sh/release-name: kserve, meta.helm.sh/release-namespace: kserve})).
+    type: dict
+    default: {}
   workers:
     description: Parallel API requests within one phase.
     type: int
@@ -248,6 +255,7 @@ def argument_spec():
         force_conflicts={"type": "bool", "default": False},
         force_absent={"type": "bool", "default": False},
         protect_crds={"type": "list", "elements": "str", "default": []},
+        owned_annotations={"type": "dict", "default": {}},
         workers={"type": "int", "default": 8},
     )
     return spec
@@ -289,6 +297,7 @@ def run(module):
             objects,
             force_absent=params["force_absent"],
             protect_crds=params["protect_crds"],
+            owned_annotations=params["owned_annotations"],
             wait=params["wait"],
         )
     summary = {}

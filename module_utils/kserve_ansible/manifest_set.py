@@ -343,7 +343,7 @@ class ManifestSet:
 
     # --- delete ---
 
-    def delete(self, objects, force_absent=False, protect_crds=(), wait=True):
+    def delete(self, objects, force_absent=False, protect_crds=(), owned_annotations=None, wait=True):
         ordered = m.deletion_order(objects)
         self._resolve(ordered)
         live = self._parallel(self._live_for_delete, ordered)
@@ -352,7 +352,9 @@ class ManifestSet:
         crd_names = [
             obj["metadata"]["name"] for obj, _ in present if obj["kind"] == "CustomResourceDefinition"
         ]
-        leftovers = self.custom_resources_left(list(crd_names) + list(protect_crds), own_keys)
+        leftovers = self.custom_resources_left(
+            list(crd_names) + list(protect_crds), own_keys, owned_annotations
+        )
         if leftovers and not force_absent:
             raise m.ManifestError(
                 "refusing to delete CRDs that still have custom resources (nothing was deleted): "
@@ -401,8 +403,12 @@ class ManifestSet:
         )
         return f"/apis/{spec['group']}/{version}/{spec['names']['plural']}"
 
-    def custom_resources_left(self, crd_names, own_keys):
-        """{crd: ["ns/name", ...]} for custom resources that exist and are not part of this set."""
+    def custom_resources_left(self, crd_names, own_keys, owned_annotations=None):
+        """{crd: ["Kind ns/name", ...]} for custom resources that exist and are not part of this install.
+
+        Part of the install: objects of this set (`own_keys`), and objects carrying all `owned_annotations`
+        (for example the Helm release annotations of a chart's own resources).
+        """
         crd_resource = self.client.resource("CustomResourceDefinition", "apiextensions.k8s.io/v1")
         left = {}
         for name in dict.fromkeys(crd_names):
@@ -418,7 +424,11 @@ class ManifestSet:
             for item in listing.get("items") or []:
                 metadata = item["metadata"]
                 key = (crd["spec"]["group"], kind, metadata.get("namespace") or "", metadata["name"])
-                if key not in own_keys:
+                annotations = metadata.get("annotations") or {}
+                owned = owned_annotations and all(
+                    annotations.get(k) == v for k, v in owned_annotations.items()
+                )
+                if key not in own_keys and not owned:
                     names.append(
                         f"{metadata['namespace']}/{metadata['name']}"
                         if metadata.get("namespace")
