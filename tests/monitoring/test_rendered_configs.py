@@ -176,5 +176,7 @@ def test_pieces_follow_their_switches():
         "_monitoring_pieces", monitoring_prometheus_mode="pod_monitor", monitoring_logs_enabled=False
     )
     assert [name for name, wanted in external.items() if wanted] == ["pod_monitors", "grafana"]
+    from_command_line = variable("_monitoring_pieces", monitoring_logs_enabled="false")  # -e gives strings
+    assert not from_command_line["loki"] and not from_command_line["promtail"]
     cloud = variable("_monitoring_pieces", **GRAFANA_CLOUD)
     assert cloud["promtail"] and not cloud["loki"]
