@@ -65,7 +65,6 @@ def test_directory_without_a_model_fails_with_a_clear_error(tmp_path):
     [
         ("--workers=2", "--workers must be 1"),
         ("--max_batch_size=0", "--max_batch_size must be at least 1"),
-        ("--num_threads=0", "number of threads must be at least 1"),
     ],
 )
 def test_invalid_options_are_refused_at_start(tiny_model_dir, tmp_path, flag, message):
