@@ -54,6 +54,7 @@ def test_prometheus_runs_the_rendered_config_and_restarts_when_it_changes():
         "kserve-inferenceservices",
         "kserve-model-servers",
         "knative-serving",
+        "kubernetes-cadvisor",
     ]
     (deployment,) = by_kind(objects, "Deployment")
     changed = by_kind(render_manifests("prometheus.yaml.j2", monitoring_scrape_interval="30s"), "Deployment")
@@ -66,15 +67,20 @@ def test_knative_scraping_can_be_left_out():
 
 
 def test_an_existing_prometheus_gets_the_same_jobs_as_a_scrape_config_secret():
-    (secret,) = render_manifests("scrape-config-secret.yaml.j2")
+    mode = {"monitoring_prometheus_mode": "scrape_config"}
+    (secret,) = render_manifests("scrape-config-secret.yaml.j2", **mode)
     jobs = yaml.safe_load(secret["stringData"]["kserve-scrape-configs.yaml"])
-    assert jobs == variable("monitoring_scrape_jobs")
+    assert jobs == variable("monitoring_scrape_jobs", **mode)
+    assert "kubernetes-cadvisor" not in [job["job_name"] for job in jobs]  # the existing stack has its own
 
 
 def test_an_operator_managed_prometheus_gets_the_same_relabel_rules_as_pod_monitors():
     camel = {"source_labels": "sourceLabels", "target_label": "targetLabel"}
-    monitors = render_manifests("pod-monitors.yaml.j2", monitoring_pod_monitor_labels={"release": "kps"})
-    jobs = variable("monitoring_scrape_jobs")
+    mode = {"monitoring_prometheus_mode": "pod_monitor"}
+    monitors = render_manifests(
+        "pod-monitors.yaml.j2", monitoring_pod_monitor_labels={"release": "kps"}, **mode
+    )
+    jobs = variable("monitoring_scrape_jobs", **mode)
     assert [monitor["metadata"]["name"] for monitor in monitors] == [job["job_name"] for job in jobs]
     for monitor, job in zip(monitors, jobs, strict=True):
         assert monitor["metadata"]["labels"]["release"] == "kps"
