@@ -250,6 +250,9 @@ class LocalCluster:
                 f"--manage-nodes-with-annotation-selector={key}={value}",
                 f"--server-address=127.0.0.1:{ports['kwok']}",
                 "--cidr=10.244.0.0/16",
+                # Node leases renewed every 10 s, as a kubelet does: status-only heartbeats (every 20-45 s)
+                # let the node lifecycle controller mark busy nodes NotReady (and their pods unready).
+                "--node-lease-duration-seconds=40",
                 "--node-ip=127.0.0.1",
             ], {}
         if name == "simulator":

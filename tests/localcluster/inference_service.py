@@ -47,6 +47,7 @@ class RevisionState:
     pod: str = ""
     pods: int = 0
     crash_looping: bool = False
+    detail: str = ""
 
 
 def revision_number(name: str) -> int:
@@ -97,7 +98,19 @@ class InferenceServices:
         for rev, deployment in revisions.items():
             if rev not in keep:
                 self._delete_revision(namespace, rev, deployment)
-        self._write_status(isvc, status)
+        if self._write_status(isvc, status):
+            summary = ", ".join(
+                f"{r}: {'ready' if s.ready else s.reason or s.detail or 'waiting'}" for r, s in states.items()
+            )
+            traffic = status["components"]["predictor"].get("traffic", [])
+            log.info(
+                "%s/%s generation %s: %s; traffic %s",
+                namespace,
+                name,
+                isvc["metadata"].get("generation"),
+                summary,
+                [(t["revisionName"], t["percent"]) for t in traffic],
+            )
         self.sim.ingress.set_routes(namespace, name, self._routes(isvc, status))
         waits = [
             since + self.sim.delay - time.monotonic()
@@ -278,6 +291,8 @@ class InferenceServices:
         wanted = deployment["spec"].get("replicas", 1)
         key = (namespace, rev)
         if state.failed or len(ready_pods) < wanted or (local and not local.ready):
+            local_state = "" if local is None else f", local server {'ready' if local.ready else 'starting'}"
+            state.detail = f"{len(ready_pods)}/{wanted} pods ready{local_state}"
             self.ready_since.pop(key, None)
             return state
         since = self.ready_since.setdefault(key, time.monotonic())
@@ -337,6 +352,8 @@ class InferenceServices:
             traffic = [{"revisionName": latest_ready, "percent": 100, "latestRevision": True}]
             if rolled != latest_ready:
                 previous, rolled = rolled, latest_ready
+        else:  # no ready revision right now: the route keeps what it had, as Knative's does
+            traffic = [t for t in old_predictor.get("traffic") or [] if t["revisionName"] in states]
         configuration = f"{name}-predictor"
         if latest.ready:
             config_cond = c.condition("Ready", c.TRUE)
@@ -407,7 +424,7 @@ class InferenceServices:
         if ingress["status"] == c.TRUE:
             status["url"] = urls["url"]
             status["address"] = {"url": urls["address"]}
-        keep = {latest_created, *(t["revisionName"] for t in traffic)}
+        keep = {latest_created, rolled, *(t["revisionName"] for t in traffic)}
         return status, keep
 
     @staticmethod
@@ -455,16 +472,18 @@ class InferenceServices:
             },
         }
 
-    def _write_status(self, isvc: dict, status: dict) -> None:
+    def _write_status(self, isvc: dict, status: dict) -> bool:
+        """Patch the status unless it is already so; True when it was written."""
         old = isvc.get("status") or {}
         comparable_old = {k: v for k, v in old.items() if k != "conditions"}
         comparable_new = {k: v for k, v in status.items() if k != "conditions"}
         if comparable_old == comparable_new and c.same_conditions(
             old.get("conditions"), status.get("conditions")
         ):
-            return
+            return False
         body = {"status": {**{k: None for k in old if k not in status}, **status}}
         self._patch(isvc["metadata"]["namespace"], isvc["metadata"]["name"], body, status=True)
+        return True
 
     def _routes(self, isvc: dict, status: dict) -> dict[str, list[tuple[str, int]]]:
         """Host -> [(revision, percent)] served by the ingress once the ISVC has its ingress."""

@@ -66,7 +66,9 @@ class PredictorKubelet:
             pod,
             {
                 "conditions": [
-                    {**c.condition(t, status, reason, message), "lastTransitionTime": c.now_iso()}
+                    # reason/message None: removed from the condition when it turns True
+                    {"type": t, "status": status, "reason": reason or None, "message": message or None}
+                    | {"lastTransitionTime": c.now_iso()}
                     for t in ("Ready", "ContainersReady")
                 ],
                 "containerStatuses": statuses,
