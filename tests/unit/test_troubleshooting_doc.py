@@ -1,0 +1,11 @@
+"""docs/troubleshooting.md covers every diagnosis the readiness wait can print."""
+
+from ansible.module_utils.kserve_ansible.inference_service import HINTS
+
+from tests.helpers import ROOT
+
+
+def test_every_diagnosis_kind_is_documented():
+    page = (ROOT / "docs" / "troubleshooting.md").read_text()
+    missing = [kind for kind in HINTS if f"`{kind}`" not in page]
+    assert not missing, f"docs/troubleshooting.md lacks a row for: {missing}"
