@@ -10,7 +10,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | sha256sum | cut -c1-12)
 MIRROR ?= $(abspath ../shared/upstream)
 
-.PHONY: help setup tools demo test lint unit molecule cluster-up cluster-down cluster-status bench clean
+.PHONY: help setup tools system-deps loadtest demo test lint unit molecule cluster-up cluster-down cluster-status bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ $(STAMP): requirements.txt constraints.txt
 tools: ## build (or reuse) the local control plane's binaries from the Go module proxy
 	bash tests/localcluster/gotools/build.sh
 
+system-deps: ## Debian packages the tests use (a real Prometheus for the monitoring tests)
+	bash tests/monitoring/install_prometheus.sh
+
 lint: setup ## quality gates: yamllint, ruff, ansible-lint (production), syntax check
 	yamllint --strict .
 	ruff check .
@@ -36,7 +39,7 @@ lint: setup ## quality gates: yamllint, ruff, ansible-lint (production), syntax 
 unit: setup ## fast tests (no cluster)
 	pytest -m "not cluster" -q
 
-test: setup tools lint ## the whole test suite: gates + unit + cluster tests + molecule scenarios
+test: setup tools system-deps lint ## the whole test suite: gates + unit + cluster tests + molecule scenarios
 	pytest -q
 	molecule test --all
 
@@ -53,11 +56,14 @@ cluster-status: ## show the local control plane's components
 	$(BIN)/python -m tests.localcluster status
 
 demo: cluster-up ## set up, start the local cluster and converge site.yml from the offline mirror
-	ansible-playbook site.yml -e kserve_ansible_mirror_dir=$(MIRROR) \
-	  -e kserve_ansible_kubeconfig=$$($(BIN)/python -m tests.localcluster kubeconfig)
+	ansible-playbook site.yml -e @inventory/local-cluster.yml -e kserve_ansible_mirror_dir=$(MIRROR)
+
+loadtest: setup tools ## the seed's vegeta scenarios against URL (default a local model server on :8080)
+	cd tests/loadtests && ./run_load_test.sh $(if $(URL),--url $(URL))
 
 bench: setup tools ## benchmarks (not tests): see bench/README.md
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench.model_server
+	$(BIN)/python -m bench.platform
 
 clean: cluster-down ## remove the virtualenv (the Go build cache in $(KSA_CACHE) is kept)
 	rm -rf $(VENV)
