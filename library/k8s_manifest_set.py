@@ -137,8 +137,8 @@ options:
   owned_annotations:
     description:
       - With O(state=absent), custom resources carrying all these annotations belong to the install and do
-        not block the CRD deletion (for example a Helm chart's own resources,
-        C({meta.helm.sh/release-name: kserve, meta.helm.sh/release-namespace: kserve})).
+        not block the CRD deletion, for example a Helm chart's own resources (annotations
+        C(meta.helm.sh/release-name) and C(meta.helm.sh/release-namespace)).
     type: dict
     default: {}
   workers:

@@ -363,3 +363,34 @@ class TestReleaseFiles:
             {"name": "x.yaml", "release_url": "https://net"}, "https://serving"
         )
         assert online.url == "https://net/x.yaml"
+
+
+def module_docs(name):
+    """DOCUMENTATION, EXAMPLES and RETURN of one of our modules, parsed as ansible-doc does."""
+    import ast
+
+    import yaml
+
+    tree = ast.parse((pathlib.Path(__file__).parents[2] / "library" / f"{name}.py").read_text())
+    found = {
+        node.targets[0].id: node.value.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and getattr(node.targets[0], "id", "") in ("DOCUMENTATION", "EXAMPLES", "RETURN")
+    }
+    return {key: yaml.safe_load(text) for key, text in found.items()}
+
+
+def test_module_documentation_matches_its_arguments():
+    import importlib.util
+
+    docs = module_docs("k8s_manifest_set")
+    assert docs["EXAMPLES"] and docs["RETURN"]
+    spec = importlib.util.spec_from_file_location("k8s_manifest_set", "library/k8s_manifest_set.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+
+    own = set(module.argument_spec()) - set(AUTH_ARG_SPEC)
+    assert set(docs["DOCUMENTATION"]["options"]) == own
+    assert set(docs["DOCUMENTATION"]["options"]["sources"]["suboptions"]) == set(module.SOURCE_SPEC)

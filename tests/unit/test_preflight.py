@@ -142,3 +142,12 @@ def test_totals_count_schedulable_nodes_only():
         "cpu": "12",
         "memory": "24.0Gi",
     }
+
+
+def test_module_documentation_matches_its_arguments():
+    from library import cluster_preflight
+    from tests.unit.test_manifests import module_docs
+
+    docs = module_docs("cluster_preflight")
+    assert docs["EXAMPLES"] and docs["RETURN"]
+    assert set(docs["DOCUMENTATION"]["options"]) == set(cluster_preflight.REQUIREMENTS)
