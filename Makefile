@@ -35,6 +35,7 @@ lint: setup ## quality gates: yamllint, ruff, ansible-lint (production), syntax 
 	ruff format --check .
 	ansible-playbook --syntax-check site.yml
 	ansible-lint --profile production
+	hadolint model/Dockerfile
 
 unit: setup ## fast tests (no cluster)
 	pytest -m "not cluster" -q
