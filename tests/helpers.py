@@ -16,7 +16,12 @@ def run_playbook(*args, kubeconfig=None, check=False, timeout=900, env=None):
         cmd += ["-e", f"kserve_ansible_kubeconfig={kubeconfig}"]
     if check:
         cmd.append("--check")
-    full_env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1", **(env or {})}
+    full_env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_NOCOLOR": "1",
+        **(env or {}),
+    }
     full_env["PATH"] = f"{BIN}{os.pathsep}{full_env.get('PATH', '')}"
     return subprocess.run(
         cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout, check=False

@@ -1,24 +1,15 @@
-"""Fixtures: a tiny model written by ``python -m model.tiny_model`` and a running model server."""
+"""Fixtures: a running model server (the tiny model itself comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
-from tests.model.server_process import ROOT, ServerProcess
+from tests.model.server_process import ServerProcess
 
 MODEL_NAME = "bert-sentiment"
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("models") / "tiny-distilbert"
-    subprocess.run([sys.executable, "-m", "model.tiny_model", str(path)], cwd=ROOT, check=True, timeout=300)
-    return str(path)
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,9 @@ def test_site_lists_one_tag_per_component():
 def test_tag_limits_tasks_to_its_role(component):
     result = run_playbook("site.yml", "--list-tasks", "--tags", component)
     assert result.returncode == 0, result.stderr
-    tasks = [line.strip() for line in result.stdout.splitlines() if "TAGS:" in line and "TASK TAGS" not in line]
+    tasks = [
+        line.strip() for line in result.stdout.splitlines() if "TAGS:" in line and "TASK TAGS" not in line
+    ]
     tasks = [t for t in tasks if not t.startswith("play #")]
     # Ansible runs every role's argument validation (tagged `always`, it touches no cluster) so a bad
     # variable fails fast whatever the tags; every task that does work belongs to the selected component.
