@@ -7,8 +7,8 @@ module: cluster_preflight
 short_description: Check a cluster can host the KServe serving stack (version, CPU, memory, storage)
 description:
   - Reads the API server version, the nodes and the StorageClasses, and fails with one message that lists
-    every unmet requirement and what to do about it (the seed guide's Troubleshooting item 1, "pods are Pending",
-    asked before anything is installed).
+    every unmet requirement and what to do about it (the seed guide's Troubleshooting item 1, "pods are
+    Pending", asked before anything is installed).
   - Only schedulable nodes count (not cordoned, Ready, no C(NoSchedule)/C(NoExecute) taint). Capacity is
     the nodes' allocatable CPU and memory, not what is free now, so a re-run on an installed cluster passes.
   - Read-only; runs the same in check mode.

@@ -222,11 +222,6 @@ class TestModelsRole:
         [(_, percent)] = traffic(custom_api).items()
         assert percent == 100
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="simulator: the ingress drops all routes while a new revision starts (IngressReady not True) "
-        "and stops the old revision's process before re-routing; real Knative keeps serving the old revision",
-    )
     def test_no_request_failed_during_the_rollouts(self):
         failed = {
             name: Counter(a for a in answers if a[0] != 200) for name, answers in ROLLOUT_TRAFFIC.items()

@@ -95,6 +95,8 @@ class InferenceServices:
         revisions = self._ensure_revision(isvc, predictor)
         states = {rev: self._revision_state(isvc, deployment) for rev, deployment in revisions.items()}
         status, keep = self._status(isvc, predictor, states)
+        # Routes first, then retire revisions: like Knative, traffic moves before an old revision goes.
+        self.sim.ingress.set_routes(namespace, name, self._routes(isvc, status))
         for rev, deployment in revisions.items():
             if rev not in keep:
                 self._delete_revision(namespace, rev, deployment)
@@ -111,7 +113,6 @@ class InferenceServices:
                 summary,
                 [(t["revisionName"], t["percent"]) for t in traffic],
             )
-        self.sim.ingress.set_routes(namespace, name, self._routes(isvc, status))
         waits = [
             since + self.sim.delay - time.monotonic()
             for (ns, rev), since in self.ready_since.items()
@@ -486,10 +487,12 @@ class InferenceServices:
         return True
 
     def _routes(self, isvc: dict, status: dict) -> dict[str, list[tuple[str, int]]]:
-        """Host -> [(revision, percent)] served by the ingress once the ISVC has its ingress."""
-        if not any(x["type"] == "IngressReady" and x["status"] == c.TRUE for x in status["conditions"]):
-            return {}
+        """Host -> [(revision, percent)] as the status's traffic says. Like Knative, a route that once
+        existed keeps serving its revisions while a new revision rolls out (IngressReady may be False then);
+        nothing is routed before the first revision gets traffic."""
         traffic = status["components"]["predictor"].get("traffic", [])
+        if not traffic:
+            return {}
         split = [(t["revisionName"], t["percent"]) for t in traffic]
         urls = self._urls(isvc)
         routes = {_host(urls["url"]): split, _host(urls["predictor"]): split}
