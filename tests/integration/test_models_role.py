@@ -37,13 +37,13 @@ ROLLOUT_TRAFFIC: dict[str, list[tuple[int, str]]] = {}
 needs_mirror = pytest.mark.skipif(not (MIRROR / "index.json").is_file(), reason="no upstream mirror")
 
 
-def playbook(cluster, *args, tags=None):
-    """site.yml with the local cluster's vars file, as `make demo` runs it."""
+def playbook(cluster, *args, tags=None, path="site.yml"):
+    """site.yml (or `path`) with the local cluster's vars file, as `make demo` runs it."""
     extra = ["-e", "@inventory/local-cluster.yml", "-e", f"kserve_ansible_mirror_dir={MIRROR}"]
     if tags:
         extra += ["--tags", tags]
     env = {"KSA_CLUSTER_DIR": cluster.state_dir}
-    return run_playbook("site.yml", *extra, *args, env=env, timeout=1800)
+    return run_playbook(path, *extra, *args, env=env, timeout=1800)
 
 
 def ok(result):
@@ -130,10 +130,12 @@ def ask(cluster, host: str, body: dict) -> requests.Response:
 
 @pytest.fixture(scope="module")
 def demo(cluster):
-    """`make demo`'s converge: the whole site.yml on the local cluster."""
+    """`make demo`'s converge: the whole site.yml on the local cluster; afterwards playbooks/uninstall.yml
+    takes it all away again (and must succeed), so later tests find the session's cluster clean."""
     result = playbook(cluster)
     ok(result)
-    return result
+    yield result
+    ok(playbook(cluster, path="playbooks/uninstall.yml"))
 
 
 @needs_mirror
