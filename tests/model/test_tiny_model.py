@@ -3,19 +3,41 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
+
+LOAD_WITH_AUTO_CLASSES = """
+import json, sys
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+model = AutoModelForSequenceClassification.from_pretrained(sys.argv[1])
+tokens = tokenizer(["Hello, my dog is cute"], return_tensors="pt")
+print(json.dumps({
+    "id2label": model.config.id2label,
+    "first_tokens": tokenizer.convert_ids_to_tokens(tokens["input_ids"][0].tolist())[:3],
+    "logits_shape": list(model(**tokens).logits.shape),
+}))
+"""
 
 
-def test_tiny_model_loads_with_the_auto_classes(tiny_model_dir, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir)
-    assert model.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
-    tokens = tokenizer(["Hello, my dog is cute"], return_tensors="pt")
-    assert tokenizer.convert_ids_to_tokens(tokens["input_ids"][0].tolist())[:3] == ["[CLS]", "hello", ","]
-    assert model(**tokens).logits.shape == (1, 2)
+def test_tiny_model_loads_with_the_auto_classes(tiny_model_dir):
+    # A fresh interpreter, as a user loads it (this pytest process has ansible's sys.intern patch, which
+    # torch._dynamo's import refuses).
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_WITH_AUTO_CLASSES, tiny_model_dir],
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert loaded["id2label"] == {"0": "NEGATIVE", "1": "POSITIVE"}
+    assert loaded["first_tokens"] == ["[CLS]", "hello", ","]
+    assert loaded["logits_shape"] == [1, 2]
 
 
 def test_tiny_model_is_small(tiny_model_dir):
