@@ -1,5 +1,6 @@
 """The project's shape as a user meets it: tags, task lists, argument validation."""
 
+import json
 import re
 
 import pytest
@@ -66,3 +67,12 @@ def test_wrong_variable_fails_validation_naming_it_before_any_cluster_call(extra
     assert len(failed) == 1, result.stdout[-3000:]
     assert variable in failed[0]
     assert "kubeconfig" not in failed[0]
+
+
+def test_validation_resolves_values_that_refer_to_role_defaults(tmp_path):
+    # What a user passes with -e may use a role's defaults, like the models role's own entries do.
+    entry = {"name": "custom", "model_name": "bert-sentiment", "image": "{{ models_custom_model_image }}"}
+    vars_file = tmp_path / "models.yml"
+    vars_file.write_text(json.dumps({"models_inference_services": [entry]}))
+    result = run_playbook("playbooks/validate.yml", "-e", f"@{vars_file}")
+    assert result.returncode == 0, result.stdout[-3000:]
