@@ -5,27 +5,10 @@ storage"), asked before anything is installed instead of after.
 """
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
-_SUFFIXES = {
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "": Decimal(1),
-    "k": Decimal(10**3),
-    "M": Decimal(10**6),
-    "G": Decimal(10**9),
-    "T": Decimal(10**12),
-    "P": Decimal(10**15),
-    "E": Decimal(10**18),
-    "Ki": Decimal(2**10),
-    "Mi": Decimal(2**20),
-    "Gi": Decimal(2**30),
-    "Ti": Decimal(2**40),
-    "Pi": Decimal(2**50),
-    "Ei": Decimal(2**60),
-}
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?$")
+GIBIBYTE = Decimal(2**30)
+
 DEFAULT_STORAGE_CLASS = "storageclass.kubernetes.io/is-default-class"
 
 
@@ -35,17 +18,13 @@ class PreflightError(ValueError):
 
 def parse_quantity(text):
     """A Kubernetes quantity (`3800m`, `16Gi`, `1e3`, `2`) as a Decimal in base units (cores, bytes)."""
-    match = _QUANTITY.match(str(text).strip())
-    if not match:
-        raise PreflightError(f"not a Kubernetes quantity: {text!r}")
-    number, exponent, suffix = match.groups()
+    # Imported here: the module reports a missing kubernetes library through kubernetes.core's own check.
+    from kubernetes.utils import parse_quantity as kubernetes_quantity
+
     try:
-        value = Decimal(number)
-    except InvalidOperation as exc:
+        return kubernetes_quantity(str(text).strip())
+    except ValueError as exc:
         raise PreflightError(f"not a Kubernetes quantity: {text!r}") from exc
-    if exponent:
-        value *= Decimal(10) ** int(exponent[1:])
-    return value * _SUFFIXES[suffix or ""]
 
 
 def format_cpu(cores):
@@ -53,7 +32,7 @@ def format_cpu(cores):
 
 
 def format_memory(size):
-    return f"{(size / _SUFFIXES['Gi']).quantize(Decimal('0.1'))}Gi"
+    return f"{(size / GIBIBYTE).quantize(Decimal('0.1'))}Gi"
 
 
 def parse_version(text):
