@@ -169,6 +169,9 @@ class InferenceServices:
         try:
             created_obj = self.sim.apps.create_namespaced_deployment(namespace, body)
             revisions[rev] = self.sim.api.sanitize_for_serialization(created_obj)
+            # The next reconcile may run before the watch has delivered this Deployment: without this it
+            # would not see revision 1 and create a second one for the same spec.
+            self.sim.deployments.remember(revisions[rev])
             log.info("created revision %s/%s", namespace, rev)
         except ApiException as error:
             if error.status != 409:

@@ -55,6 +55,12 @@ class Informer(threading.Thread):
         with self._lock:
             return self.cache.get((namespace, name))
 
+    def remember(self, obj: dict) -> None:
+        """Put an object this process just created into the cache, so the next reconcile sees its own write
+        even before the watch delivers it (client-go's mutation cache idea); the watch event replaces it."""
+        with self._lock:
+            self.cache.setdefault(key_of(obj), obj)
+
     def _to_dict(self, obj) -> dict:
         return obj if isinstance(obj, dict) else self.api.sanitize_for_serialization(obj)
 
