@@ -3,8 +3,11 @@
 Requests arriving while a forward pass runs queue up; when the pass finishes, the queued requests
 (up to ``max_batch_size`` texts) run together in the next pass. A lone request runs at once, so a
 single client pays no batching delay unless ``max_wait_seconds`` asks the batcher to wait for
-company. All passes run in one worker thread: the model is never called concurrently (intra-op
-threads already use every allowed core), and the event loop stays free to accept requests.
+company. The backlog is bounded: once ``max_queued_items`` texts wait, new requests are refused
+with ``Overloaded`` at once (the server answers 503) instead of queueing work whose clients will
+have given up long before their turn. All passes run in one worker thread: the model is never
+called concurrently (intra-op threads already use every allowed core), and the event loop stays
+free to accept requests.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+
+class Overloaded(Exception):
+    """The backlog is full: the request was not queued."""
 
 
 @dataclass
@@ -33,15 +40,19 @@ class MicroBatcher:
         max_wait_seconds: float = 0.0,
         on_batch: Callable[[int], None] | None = None,
         thread_initializer: Callable[[], None] | None = None,
+        max_queued_items: int | None = None,
     ):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        if max_queued_items is not None and max_queued_items < 1:
+            raise ValueError(f"max_queued_items must be at least 1, got {max_queued_items}")
         if max_wait_seconds < 0:
             raise ValueError(f"max_wait_seconds must not be negative, got {max_wait_seconds}")
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_wait_seconds = max_wait_seconds
         self.on_batch = on_batch
+        self.max_queued_items = max_queued_items
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="forward-pass", initializer=thread_initializer
         )
@@ -51,9 +62,18 @@ class MicroBatcher:
         self._worker: asyncio.Task | None = None
 
     async def submit(self, items: list[Any]) -> list[Any]:
-        """Queue ``items`` (kept together in one batch) and wait for their results."""
+        """Queue ``items`` (kept together in one batch) and wait for their results; raises ``Overloaded``
+        when they would take the backlog past ``max_queued_items`` (a request alone may exceed it)."""
         if not items:
             return []
+        limit = self.max_queued_items
+        if limit is not None:
+            waiting = self.backlog()
+            if waiting and waiting + len(items) > limit:
+                raise Overloaded(
+                    f"server busy: {waiting} texts already wait for the model (limit {limit}); "
+                    "retry later or add replicas"
+                )
         loop = asyncio.get_running_loop()
         job = _Job(list(items), loop.create_future())
         self._queue.append(job)
@@ -61,6 +81,10 @@ class MicroBatcher:
         self._ensure_worker()
         self._wakeup.set()
         return await job.future
+
+    def backlog(self) -> int:
+        """Texts waiting for a forward pass (not those of requests whose client has gone)."""
+        return sum(len(job.items) for job in self._queue if not job.future.done())
 
     def _ensure_worker(self) -> None:
         if self._worker is None or self._worker.done():

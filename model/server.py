@@ -27,7 +27,7 @@ from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from kserve.logging import logger
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from model.batching import MicroBatcher
+from model.batching import MicroBatcher, Overloaded
 from model.cpu import compute_threads
 from model.inputs import texts_from_v1, texts_from_v2
 from model.loading import LoadedClassifier, ModelLoadError, load_classifier
@@ -47,6 +47,7 @@ class ServingSettings:
     max_batch_size: int = 32
     max_batch_wait_seconds: float = 0.0
     max_instances: int = 64
+    max_queued_texts: int = 256
 
 
 @dataclass
@@ -92,6 +93,7 @@ class SentimentModel(kserve.Model):
             max_wait_seconds=self.settings.max_batch_wait_seconds,
             on_batch=BATCH_SIZE.labels(self.name).observe,
             thread_initializer=lambda: torch.set_num_threads(self.settings.threads),
+            max_queued_items=self.settings.max_queued_texts,
         )
         self.ready = True
         MODEL_READY.labels(self.name).set(1)
@@ -199,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a forward pass waits for more requests to join it (0: start when the model is free)",
     )
     parser.add_argument("--max_instances", type=int, default=64, help="most texts accepted in one request")
+    parser.add_argument(
+        "--max_queued_texts",
+        type=int,
+        default=256,
+        help="most texts waiting for the model; beyond it requests get 503 at once instead of queueing",
+    )
     parser.add_argument("--max_request_bytes", type=int, default=1 << 20, help="largest request body")
     parser.add_argument(
         "--load_delay_seconds",
@@ -210,9 +218,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_http_extras(app, model: SentimentModel, max_request_bytes: int) -> None:
-    """Request metrics, size limits, a truthful /v2/health/ready and request examples in /docs."""
+    """Request metrics, size limits, 503 when overloaded, a truthful /v2/health/ready and request examples
+    in /docs."""
     app.add_middleware(RequestGuardMiddleware, max_body_bytes=max_request_bytes)
     app.add_middleware(RequestMetricsMiddleware, served_models=lambda: {model.name})
+
+    async def overloaded(_request, error: Overloaded):
+        return JSONResponse({"error": str(error)}, status_code=503, headers={"Retry-After": "1"})
+
+    app.add_exception_handler(Overloaded, overloaded)
 
     async def server_ready():
         """Ready when the model has loaded (KServe 0.14's own answer is always "ready")."""
@@ -285,7 +299,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.workers != 1:
         parser.error("--workers must be 1: one process serves the model and batches concurrent requests")
-    for option in ("max_batch_size", "max_instances", "max_request_bytes"):
+    for option in ("max_batch_size", "max_instances", "max_queued_texts", "max_request_bytes"):
         if getattr(args, option) < 1:
             parser.error(f"--{option} must be at least 1")
     if args.max_batch_wait_ms < 0:
@@ -301,6 +315,7 @@ def main() -> None:
         max_batch_size=args.max_batch_size,
         max_batch_wait_seconds=args.max_batch_wait_ms / 1000,
         max_instances=args.max_instances,
+        max_queued_texts=args.max_queued_texts,
     )
     model = SentimentModel(args.model_name, args.model_dir, args.model_id, args.model_revision, settings)
     server = kserve.ModelServer(

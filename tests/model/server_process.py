@@ -85,12 +85,14 @@ class ServerProcess:
 
     def wait_listening(self, timeout: float = 120) -> None:
         """Until the HTTP server answers at all (liveness)."""
-        self._wait(lambda: self.get("/").status_code == 200, timeout, "to listen")
+        self.wait_until(lambda: self.get("/").status_code == 200, timeout, "to listen")
 
     def wait_ready(self, model_name: str, timeout: float = 120) -> None:
-        self._wait(lambda: self.get(f"/v1/models/{model_name}").status_code == 200, timeout, "to be ready")
+        self.wait_until(
+            lambda: self.get(f"/v1/models/{model_name}").status_code == 200, timeout, "to be ready"
+        )
 
-    def _wait(self, check, timeout: float, what: str) -> None:
+    def wait_until(self, check, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from model.batching import MicroBatcher
+from model.batching import MicroBatcher, Overloaded
 
 
 class RecordingModel:
@@ -147,7 +147,63 @@ def test_wait_window_gathers_requests_that_arrive_shortly_after():
     assert model.batches == [["a", "b"]]
 
 
-@pytest.mark.parametrize(("size", "wait"), [(0, 0.0), (4, -1.0)])
-def test_invalid_settings_are_refused(size, wait):
+@pytest.mark.parametrize(("size", "wait", "queued"), [(0, 0.0, None), (4, -1.0, None), (4, 0.0, 0)])
+def test_invalid_settings_are_refused(size, wait, queued):
     with pytest.raises(ValueError, match="must"):
-        MicroBatcher(lambda texts: texts, max_batch_size=size, max_wait_seconds=wait)
+        MicroBatcher(lambda texts: texts, max_batch_size=size, max_wait_seconds=wait, max_queued_items=queued)
+
+
+def test_a_full_backlog_refuses_new_requests_at_once_and_serves_the_queued_ones():
+    model = RecordingModel(hold_first=True)
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=8, max_queued_items=3)
+        try:
+            first = asyncio.create_task(batcher.submit(["running"]))  # in the forward pass, not queued
+            await wait_until(model.first_started)
+            queued = asyncio.create_task(batcher.submit(["q1", "q2"]))
+            await asyncio.sleep(0)
+            with pytest.raises(Overloaded, match=r"2 texts already wait for the model \(limit 3\)"):
+                await batcher.submit(["one", "too many"])
+            fits = asyncio.create_task(batcher.submit(["fits"]))
+            await asyncio.sleep(0)
+            model.release.set()
+            return await asyncio.gather(first, queued, fits)
+        finally:
+            batcher.close()
+
+    assert asyncio.run(scenario()) == [["RUNNING"], ["Q1", "Q2"], ["FITS"]]
+    assert model.batches == [["running"], ["q1", "q2", "fits"]]
+
+
+def test_a_request_bigger_than_the_backlog_bound_runs_when_nothing_waits():
+    async def scenario():
+        batcher = MicroBatcher(RecordingModel(), max_batch_size=8, max_queued_items=2)
+        try:
+            return await batcher.submit(["a", "b", "c"])
+        finally:
+            batcher.close()
+
+    assert asyncio.run(scenario()) == ["A", "B", "C"]
+
+
+def test_requests_whose_clients_left_do_not_count_against_the_backlog():
+    model = RecordingModel(hold_first=True)
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=8, max_queued_items=2)
+        try:
+            first = asyncio.create_task(batcher.submit(["running"]))
+            await wait_until(model.first_started)
+            gone = asyncio.create_task(batcher.submit(["left", "early"]))
+            await asyncio.sleep(0)
+            gone.cancel()
+            await asyncio.sleep(0)
+            kept = asyncio.create_task(batcher.submit(["kept"]))
+            await asyncio.sleep(0)
+            model.release.set()
+            return await asyncio.gather(first, kept)
+        finally:
+            batcher.close()
+
+    assert asyncio.run(scenario()) == [["RUNNING"], ["KEPT"]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from tests.model.conftest import MODEL_NAME
@@ -60,11 +62,40 @@ def test_directory_without_a_model_fails_with_a_clear_error(tmp_path):
     assert "has no config.json (found: ['README'])" in server.log()
 
 
+def test_an_overloaded_server_answers_503_at_once_and_still_serves_what_it_queued(tiny_model_dir, tmp_path):
+    # A 5 s batching window keeps the first request's two texts waiting: the backlog (bound 2) is full.
+    server = ServerProcess(
+        tiny_model_dir, tmp_path / "server.log", "--max_batch_wait_ms=5000", "--max_queued_texts=2"
+    )
+    predict = f"/v1/models/{MODEL_NAME}:predict"
+    preprocessed = f'request_preprocess_seconds_count{{model_name="{MODEL_NAME}"}} 1.0'
+    try:
+        server.wait_ready(MODEL_NAME)
+        with ThreadPoolExecutor(1) as pool:
+            queued = pool.submit(server.post, predict, json={"instances": ["first", "second"]})
+            # preprocessed means handed to the batcher (nothing awaits in between)
+            server.wait_until(
+                lambda: preprocessed in server.get("/metrics").text, 30, "to queue the first request"
+            )
+            refused = server.post(predict, json={"sequence": "one more"})
+            served = queued.result()
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["Retry-After"] == "1"
+        assert "server busy: 2 texts already wait for the model (limit 2)" in refused.json()["error"]
+        assert served.status_code == 200, served.text
+        assert len(served.json()["predictions"]) == 2
+        metrics = server.get("/metrics").text
+        assert f'code="503",model="{MODEL_NAME}",protocol="v1"}} 1.0' in metrics, metrics
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize(
     ("flag", "message"),
     [
         ("--workers=2", "--workers must be 1"),
         ("--max_batch_size=0", "--max_batch_size must be at least 1"),
+        ("--max_queued_texts=0", "--max_queued_texts must be at least 1"),
     ],
 )
 def test_invalid_options_are_refused_at_start(tiny_model_dir, tmp_path, flag, message):
