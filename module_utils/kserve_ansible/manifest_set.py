@@ -9,6 +9,7 @@ dry-run answer differs from the live object.
 
 import contextlib
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -113,6 +114,7 @@ class ManifestSet:
         self.warnings = []
         self._warn = warn
         self._resources = {}
+        self._discovery_lock = threading.Lock()
 
     # --- plumbing ---
 
@@ -140,17 +142,21 @@ class ManifestSet:
         return json.loads(data) if data else None
 
     def resource(self, obj, refresh=False):
-        """The API resource serving obj's kind, or None when the cluster does not serve it (yet)."""
+        """The API resource serving obj's kind, or None when the cluster does not serve it (yet).
+
+        Answers, "not served" included, are remembered until `refresh`: the discovery client re-reads
+        every API group on each miss, and doing that from several worker threads at once breaks its
+        cache (KeyError 'resources'), so lookups are also serialised."""
         key = (obj["apiVersion"], obj["kind"])
-        if key in self._resources and not refresh:
-            return self._resources[key]
-        try:
-            found = self.client.resource(obj["kind"], obj["apiVersion"])
-        except (ResourceNotFoundError, ResourceNotUniqueError):
-            found = None
-        if found is not None:
+        with self._discovery_lock:
+            if key in self._resources and not refresh:
+                return self._resources[key]
+            try:
+                found = self.client.resource(obj["kind"], obj["apiVersion"])
+            except (ResourceNotFoundError, ResourceNotUniqueError):
+                found = None
             self._resources[key] = found
-        return found
+            return found
 
     def _path(self, resource, obj, name=None):
         metadata = obj["metadata"]
@@ -167,8 +173,11 @@ class ManifestSet:
         """Map each object's kind to its API resource, refreshing discovery once for new CRDs."""
         missing = [obj for obj in objects if self.resource(obj) is None]
         if missing:
-            self.dynamic.resources.invalidate_cache()
-            missing = [obj for obj in missing if self.resource(obj, refresh=True) is None]
+            with self._discovery_lock:
+                self.dynamic.resources.invalidate_cache()
+            kinds = {(obj["apiVersion"], obj["kind"]): obj for obj in missing}
+            unserved = {key for key, obj in kinds.items() if self.resource(obj, refresh=True) is None}
+            missing = [obj for obj in missing if (obj["apiVersion"], obj["kind"]) in unserved]
         return missing
 
     # --- apply ---
