@@ -2,7 +2,9 @@
 
 - cert-manager: Certificates Ready (with their TLS Secret, signed by the simulator's own CA), Issuers and
   ClusterIssuers Ready, and the cainjector's job: `cert-manager.io/inject-ca-from` fills caBundle;
-- Knative Serving: Services and Routes Ready with their URL (http://NAME.NAMESPACE.DOMAIN) and address.
+- Knative Serving: Services and Routes Ready with their URL (http://NAME.NAMESPACE.DOMAIN) and address;
+- a cloud load balancer (as MetalLB or cloud-provider-kind would): Services of type LoadBalancer get the
+  address 127.0.0.1, where the simulator's ingress listens (on its own port, not the Service's).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ ISSUERS = ("cert-manager.io", "v1", "issuers", True)
 CLUSTER_ISSUERS = ("cert-manager.io", "v1", "clusterissuers", False)
 KNATIVE_SERVICES = ("serving.knative.dev", "v1", "services", True)
 KNATIVE_ROUTES = ("serving.knative.dev", "v1", "routes", True)
+LOAD_BALANCER_IP = "127.0.0.1"
 
 
 class PlatformStatus:
@@ -62,6 +65,21 @@ class PlatformStatus:
         except ApiException as error:
             if error.status != 404:
                 log.warning("status of %s %s: %s", plural, meta["name"], error.reason)
+
+    # ----- the cloud's load balancer -------------------------------------------------------------------
+    def load_balancer(self, service: dict) -> None:
+        if (service.get("spec") or {}).get("type") != "LoadBalancer":
+            return
+        if ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress"):
+            return
+        meta = service["metadata"]
+        body = {"status": {"loadBalancer": {"ingress": [{"ip": LOAD_BALANCER_IP, "ipMode": "VIP"}]}}}
+        try:
+            self.sim.core.patch_namespaced_service_status(meta["name"], meta["namespace"], body)
+            log.info("service %s/%s: load balancer %s", meta["namespace"], meta["name"], LOAD_BALANCER_IP)
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     # ----- cert-manager --------------------------------------------------------------------------------
     def issuer(self, kind: tuple, obj: dict) -> None:

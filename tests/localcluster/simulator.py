@@ -128,6 +128,11 @@ class Simulator:
             namespace=KNATIVE_NAMESPACE,
             field_selector=f"metadata.name={DOMAIN_CONFIGMAP}",
         )
+        self.services = self._inform(
+            "services",
+            self.core.list_service_for_all_namespaces,
+            lambda o, d: d or self._enqueue("service", o),
+        )
         isvc_kind = (isvc_mod.GROUP, isvc_mod.VERSION, isvc_mod.PLURAL, True)
         self.isvcs = self._custom(isvc_kind, lambda o, d: self._enqueue("isvc", o))
         self.serving_runtimes = self._custom(
@@ -254,6 +259,11 @@ class Simulator:
             pod = self.pods.get(namespace, name)
             if pod:
                 self.kubelet.sync(pod)
+            return
+        if kind == "service":
+            service = self.services.get(namespace, name)
+            if service:
+                self.platforms.load_balancer(service)
             return
         obj = self.by_kind[kind].get(namespace, name)
         if obj is None:
