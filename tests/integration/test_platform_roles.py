@@ -4,10 +4,12 @@ One ordered story (each step builds on the previous one, so the cluster is conve
 preflight; --check on a clean cluster creates nothing; each --tags <component> converges only that
 component; a second run changes nothing; --check --diff shows a settings change without making it; a mirror
 file with a wrong checksum fails before anything is applied; uninstall refuses while users' resources exist;
-uninstall in reverse order leaves the cluster as it was.
+KServe by Helm (the seed's way) converges, changes nothing on a second run and uninstalls; uninstall in reverse
+order leaves the cluster as it was.
 """
 
 import json
+import os
 import pathlib
 import shutil
 
@@ -85,6 +87,16 @@ def converge(cluster, *args, mirror=MIRROR, tags=None):
 
 def uninstall(cluster, component):
     return converge(cluster, "-e", f"{STATE[component]}=absent", tags=component)
+
+
+def helm_binary():
+    """The helm the local tools build put in the cache (tests/localcluster/gotools), else helm on PATH."""
+    cached = (
+        pathlib.Path(os.environ.get("KSA_CACHE", "~/.cache/kserve-ansible")).expanduser() / "bin" / "helm"
+    )
+    found = str(cached) if cached.is_file() else shutil.which("helm")
+    assert found, "helm is needed: make tools builds it"
+    return found
 
 
 def ok(result):
@@ -198,6 +210,26 @@ class TestPlatformRoles:
             custom.delete_namespaced_custom_object(
                 "serving.kserve.io", "v1alpha1", "default", "servingruntimes", "users-runtime"
             )
+
+    def test_kserve_by_helm_the_seeds_way_converges_idempotently_and_uninstalls(self, cluster, api):
+        from kubernetes import client
+
+        helm = ["-e", "kserve_install_method=helm", "-e", f"kserve_helm_binary={helm_binary()}"]
+        ok(uninstall(cluster, "kserve"))  # the manifests install, out of the way
+        ok(converge(cluster, *helm, tags="kserve"))
+        apps = client.AppsV1Api(api)
+        controller = apps.read_namespaced_deployment("kserve-controller-manager", "kserve")
+        assert {c.type: c.status for c in controller.status.conditions}["Available"] == "True"
+        assert controller.metadata.annotations["meta.helm.sh/release-name"] == "kserve"
+        config = client.CoreV1Api(api).read_namespaced_config_map("inferenceservice-config", "kserve").data
+        assert json.loads(config["storageInitializer"])["memoryLimit"] == "1Gi"
+        assert ok(converge(cluster, *helm, tags="kserve"))["changed"] == 0
+
+        ok(converge(cluster, *helm, "-e", "kserve_state=absent", tags="kserve"))
+        after = snapshot(api)
+        assert "kserve" not in after["namespaces"]
+        assert "serving.kserve.io" not in after["crd_groups"]
+        ok(converge(cluster, tags="kserve"))  # back to the manifests install for the next test
 
     def test_uninstall_in_reverse_order_leaves_the_cluster_as_before(self, cluster, api, baseline):
         for component in reversed(COMPONENTS):
