@@ -1,4 +1,5 @@
-"""ASGI middleware in front of KServe's REST server: request metrics and request size limits.
+"""ASGI middleware in front of KServe's REST server: request metrics, request size limits, and work
+stopped for clients that have gone.
 
 They sit outside KServe's routes, so they also see the requests KServe refuses before our model runs
 (non-JSON bodies, unknown models) and can refuse an oversized body before it is read into memory.
@@ -6,6 +7,8 @@ They sit outside KServe's routes, so they also see the requests KServe refuses b
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -44,7 +47,8 @@ class RequestMetricsMiddleware:
     """Counts inference requests by model/protocol/status and times them end to end.
 
     Model names not served here are counted as ``model="unknown"`` so that random paths cannot
-    create unbounded label values.
+    create unbounded label values. A request whose client went away before any answer is counted with
+    code 499 (nginx's "client closed request"); errors inside the app are answered, and counted, as 500.
     """
 
     def __init__(self, app, served_models: Callable[[], set[str]]):
@@ -59,7 +63,7 @@ class RequestMetricsMiddleware:
         protocol, model = route
         if model not in self.served_models():
             model = "unknown"
-        status = 500
+        status = 499
         start = time.perf_counter()
 
         async def send_and_observe(message):
@@ -86,7 +90,9 @@ class RequestGuardMiddleware:
     - v2 binary tensor data (``inference-header-content-length``): 415, only JSON tensors are
       supported (KServe 0.14 answers malformed binary requests with 500);
     - model repository load/unload: 403; this server serves one model for its whole life, and an
-      unauthenticated unload would take it offline until the pod restarts.
+      unauthenticated unload would take it offline until the pod restarts;
+    - a client that disconnects before its answer (a timeout, a cancelled call): the request is
+      cancelled, so its texts leave the batcher's queue instead of being computed for nobody.
     """
 
     def __init__(self, app, max_body_bytes: int):
@@ -129,14 +135,46 @@ class RequestGuardMiddleware:
                 return
             if not message.get("more_body", False):
                 break
-        body = b"".join(chunks)
-        replayed = False
+        await run_until_disconnect(self.app, scope, b"".join(chunks), receive, send)
 
-        async def replay():
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
 
-        await self.app(scope, replay, send)
+async def run_until_disconnect(app, scope, body: bytes, receive: Callable, send: Callable) -> None:
+    """Run ``app`` on an already read ``body``; cancel it if the client disconnects before the answer
+    has been sent. Only this function reads ``receive`` from here on; the app sees the disconnect too."""
+    gone = asyncio.Event()
+    answered = False
+    replayed = False
+
+    async def replay():
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send_and_note(message):
+        nonlocal answered
+        await send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            answered = True
+
+    async def watch():
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        gone.set()
+
+    handler = asyncio.ensure_future(app(scope, replay, send_and_note))
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({handler, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if not handler.done() and not answered:  # the client left first: stop its work
+            handler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await handler
+            return
+        await handler  # the answer (or its error)
+    finally:
+        watcher.cancel()
+        if not handler.done():  # this request itself is being cancelled (shutdown)
+            handler.cancel()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -88,6 +90,52 @@ def test_an_overloaded_server_answers_503_at_once_and_still_serves_what_it_queue
         assert f'code="503",model="{MODEL_NAME}",protocol="v1"}} 1.0' in metrics, metrics
     finally:
         server.stop()
+
+
+def test_a_request_whose_client_leaves_is_dropped_and_frees_its_place(tiny_model_dir, tmp_path):
+    # The 4 s batching window holds the first request's texts in the queue while its client goes away.
+    server = ServerProcess(
+        tiny_model_dir, tmp_path / "server.log", "--max_batch_wait_ms=4000", "--max_queued_texts=2"
+    )
+    predict = f"/v1/models/{MODEL_NAME}:predict"
+    try:
+        server.wait_ready(MODEL_NAME)
+        body = json.dumps({"instances": ["left", "early"]}).encode()
+        with socket.create_connection(("127.0.0.1", server.port)) as leaving:
+            leaving.sendall(
+                f"POST {predict} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            server.wait_until(lambda: preprocessed(server) == 1, 30, "to queue the first request")
+        # Its client gone, its two texts no longer count: this request fits in the backlog bound.
+        server.wait_until(lambda: "499" in counts(server), 30, "to notice the client has gone")
+        answer = server.post(predict, json={"instances": ["stays", "here"]})
+        assert answer.status_code == 200, answer.text
+        assert counts(server) == {"499": 1.0, "200": 1.0}
+        # one forward pass, of the two texts whose client waited
+        assert (
+            f'kserve_ansible_model_batch_size_sum{{model="{MODEL_NAME}"}} 2.0' in server.get("/metrics").text
+        )
+    finally:
+        server.stop()
+
+
+def preprocessed(server) -> float:
+    for line in server.get("/metrics").text.splitlines():
+        if line.startswith(f'request_preprocess_seconds_count{{model_name="{MODEL_NAME}"}}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def counts(server) -> dict[str, float]:
+    """kserve_ansible_model_requests_total by code, for the v1 protocol."""
+    found = {}
+    for line in server.get("/metrics").text.splitlines():
+        if line.startswith("kserve_ansible_model_requests_total{") and 'protocol="v1"' in line:
+            code = line.split('code="')[1].split('"')[0]
+            found[code] = float(line.split()[-1])
+    return found
 
 
 @pytest.mark.parametrize(
