@@ -4,8 +4,8 @@ One ordered story (each step builds on the previous one, so the cluster is conve
 preflight; --check on a clean cluster creates nothing; each --tags <component> converges only that
 component; a second run changes nothing; --check --diff shows a settings change without making it; a mirror
 file with a wrong checksum fails before anything is applied; uninstall refuses while users' resources exist;
-KServe by Helm (the seed's way) converges, changes nothing on a second run and uninstalls; uninstall in reverse
-order leaves the cluster as it was.
+KServe by Helm (the seed's way) converges, changes nothing on a second run and uninstalls; uninstall in
+reverse order leaves the cluster as it was.
 """
 
 import json

@@ -87,19 +87,22 @@ class Simulator:
         self.kubelet = PredictorKubelet(self)
         self.platforms = ps.PlatformStatus(self)
         self.informers: list[Informer] = []
+        self.custom_informers: dict[tuple, Informer] = {}
         self._make_informers()
 
     # ----- what is watched -----------------------------------------------------------------------------
     def _custom(self, kind: tuple, on_change) -> Informer:
         group, version, plural, _ = kind
-        return self._inform(
-            plural,
+        informer = self._inform(
+            f"{group}/{plural}",
             self.custom.list_cluster_custom_object,
             on_change,
             group=group,
             version=version,
             plural=plural,
         )
+        self.custom_informers[kind] = informer
+        return informer
 
     def _inform(self, name: str, call, on_change, **kwargs) -> Informer:
         informer = Informer(self.api, name, call, on_change, **kwargs)
@@ -129,7 +132,7 @@ class Simulator:
             field_selector=f"metadata.name={DOMAIN_CONFIGMAP}",
         )
         self.services = self._inform(
-            "services",
+            "core-services",
             self.core.list_service_for_all_namespaces,
             lambda o, d: d or self._enqueue("service", o),
         )
@@ -174,7 +177,7 @@ class Simulator:
         }
 
     def _informer_of(self, kind: tuple) -> Informer:
-        return next(i for i in self.informers if i.kind == kind[2])
+        return self.custom_informers[kind]
 
     # ----- change handlers -----------------------------------------------------------------------------
     def _enqueue(self, kind: str, obj: dict, delay: float | None = None) -> None:
