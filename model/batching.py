@@ -57,7 +57,6 @@ class MicroBatcher:
             max_workers=1, thread_name_prefix="forward-pass", initializer=thread_initializer
         )
         self._queue: deque[_Job] = deque()
-        self._queued_items = 0
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
 
@@ -77,7 +76,6 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         job = _Job(list(items), loop.create_future())
         self._queue.append(job)
-        self._queued_items += len(job.items)
         self._ensure_worker()
         self._wakeup.set()
         return await job.future
@@ -99,12 +97,10 @@ class MicroBatcher:
             job = self._queue[0]
             if job.future.done():  # the client went away (request cancelled) before its turn
                 self._queue.popleft()
-                self._queued_items -= len(job.items)
                 continue
             if batch and size + len(job.items) > self.max_batch_size:
                 break
             self._queue.popleft()
-            self._queued_items -= len(job.items)
             batch.append(job)
             size += len(job.items)
         return batch
@@ -115,7 +111,7 @@ class MicroBatcher:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                if self.max_wait_seconds and self._queued_items < self.max_batch_size:
+                if self.max_wait_seconds and self.backlog() < self.max_batch_size:
                     await asyncio.sleep(self.max_wait_seconds)
                 batch = self._take_batch()
                 if not batch:
