@@ -173,6 +173,7 @@ class Simulator:
             "clusterissuer": self._informer_of(ps.CLUSTER_ISSUERS),
             "ksvc": self._informer_of(ps.KNATIVE_SERVICES),
             "route": self._informer_of(ps.KNATIVE_ROUTES),
+            "service": self.services,
             **self.webhooks,
         }
 
@@ -263,11 +264,6 @@ class Simulator:
             if pod:
                 self.kubelet.sync(pod)
             return
-        if kind == "service":
-            service = self.services.get(namespace, name)
-            if service:
-                self.platforms.load_balancer(service)
-            return
         obj = self.by_kind[kind].get(namespace, name)
         if obj is None:
             return
@@ -279,6 +275,8 @@ class Simulator:
             self.platforms.knative_service(obj)
         elif kind == "route":
             self.platforms.knative_route(obj)
+        elif kind == "service":
+            self.platforms.load_balancer(obj)
         else:
             self.platforms.inject_ca(kind, obj)
 
