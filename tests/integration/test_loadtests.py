@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -14,15 +13,12 @@ import pytest
 from tests.helpers import ROOT
 from tests.integration.conftest import SEED_MODEL_NAME
 from tests.loadtests.summarize_results import Figures, threshold_breaches
+from tests.localcluster.cluster import BIN_DIR
 from tests.model.server_process import free_port
 
 LOADTESTS = ROOT / "tests" / "loadtests"
 SCRIPT = LOADTESTS / "run_load_test.sh"
-VEGETA = (
-    pathlib.Path(os.environ.get("KSA_CACHE", pathlib.Path.home() / ".cache" / "kserve-ansible"))
-    / "bin"
-    / "vegeta"
-)
+VEGETA = BIN_DIR / "vegeta"
 TARGET_SETTINGS = ("KSA_TARGET_URL", "KSA_HOST_HEADER", "KSA_MODEL_NAME", "KSA_LOADTEST_OUT")
 PLOTS = {  # the seed's plot files, with the titles the short run gives them
     "constant_load_plot.html": "Constant load: 10 RPS for 2s",

@@ -9,13 +9,13 @@ reverse order leaves the cluster as it was.
 """
 
 import json
-import os
 import pathlib
 import shutil
 
 import pytest
 
 from tests.helpers import recap, run_playbook
+from tests.localcluster.cluster import BIN_DIR
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -91,9 +91,7 @@ def uninstall(cluster, component):
 
 def helm_binary():
     """The helm the local tools build put in the cache (tests/localcluster/gotools), else helm on PATH."""
-    cached = (
-        pathlib.Path(os.environ.get("KSA_CACHE", "~/.cache/kserve-ansible")).expanduser() / "bin" / "helm"
-    )
+    cached = BIN_DIR / "helm"
     found = str(cached) if cached.is_file() else shutil.which("helm")
     assert found, "helm is needed: make tools builds it"
     return found

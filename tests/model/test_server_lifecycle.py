@@ -70,15 +70,12 @@ def test_an_overloaded_server_answers_503_at_once_and_still_serves_what_it_queue
         tiny_model_dir, tmp_path / "server.log", "--max_batch_wait_ms=5000", "--max_queued_texts=2"
     )
     predict = f"/v1/models/{MODEL_NAME}:predict"
-    preprocessed = f'request_preprocess_seconds_count{{model_name="{MODEL_NAME}"}} 1.0'
     try:
         server.wait_ready(MODEL_NAME)
         with ThreadPoolExecutor(1) as pool:
             queued = pool.submit(server.post, predict, json={"instances": ["first", "second"]})
             # preprocessed means handed to the batcher (nothing awaits in between)
-            server.wait_until(
-                lambda: preprocessed in server.get("/metrics").text, 30, "to queue the first request"
-            )
+            server.wait_until(lambda: preprocessed(server) == 1, 30, "to queue the first request")
             refused = server.post(predict, json={"sequence": "one more"})
             served = queued.result()
         assert refused.status_code == 503, refused.text
@@ -122,6 +119,7 @@ def test_a_request_whose_client_leaves_is_dropped_and_frees_its_place(tiny_model
 
 
 def preprocessed(server) -> float:
+    """KServe's count of preprocessed requests: once preprocessed, a request is in the batcher's queue."""
     for line in server.get("/metrics").text.splitlines():
         if line.startswith(f'request_preprocess_seconds_count{{model_name="{MODEL_NAME}"}}'):
             return float(line.split()[-1])

@@ -3,6 +3,7 @@
 The kubernetes dynamic client re-reads every API group on a lookup miss and its cache is not thread-safe:
 parallel misses (an uninstall on a cluster without the CRDs) used to fail with KeyError 'resources'."""
 
+import contextlib
 import threading
 import time
 
@@ -31,21 +32,14 @@ class OneAtATimeDiscovery:
                 raise ResourceNotFoundError(f"{api_version} {kind}")
             return f"resource {kind}"
 
+    @contextlib.contextmanager
     def _exclusive(self):
         if not self.busy.acquire(blocking=False):
             raise KeyError("resources")
-        return _Release(self.busy)
-
-
-class _Release:
-    def __init__(self, lock):
-        self.lock = lock
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.lock.release()
+        try:
+            yield
+        finally:
+            self.busy.release()
 
 
 def objects():
