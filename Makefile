@@ -24,7 +24,7 @@ $(STAMP): requirements.txt constraints.txt
 	@rm -f $(VENV)/.installed-*; touch $@
 
 tools: ## build (or reuse) the local control plane's binaries from the Go module proxy
-	bash tests/localcluster/gotools/build.sh
+	bash devcluster/gotools/build.sh
 
 system-deps: ## Debian packages the tests use (a real Prometheus for the monitoring tests)
 	bash tests/monitoring/install_prometheus.sh
@@ -48,13 +48,13 @@ molecule: setup tools ## molecule scenarios only (each on a fresh local cluster)
 	molecule test $(if $(S),-s $(S),--all)
 
 cluster-up: setup tools ## start the local control plane (idempotent); prints how to use it
-	$(BIN)/python -m tests.localcluster up
+	$(BIN)/python -m devcluster up
 
 cluster-down: ## stop the local control plane, leaving nothing running
-	$(BIN)/python -m tests.localcluster down
+	$(BIN)/python -m devcluster down
 
 cluster-status: ## show the local control plane's components
-	$(BIN)/python -m tests.localcluster status
+	$(BIN)/python -m devcluster status
 
 demo: cluster-up ## set up, start the local cluster and converge site.yml from the offline mirror
 	ansible-playbook site.yml -e @inventory/local-cluster.yml -e kserve_ansible_mirror_dir=$(MIRROR)

@@ -3,7 +3,7 @@
 
     python -m bench.platform [--kubeconfig PATH] [--mirror DIR] [--rounds N] [--json OUT]
 
-Without --kubeconfig the local control plane is started (`python -m tests.localcluster up`). Each round
+Without --kubeconfig the local control plane is started (`python -m devcluster up`). Each round
 starts from a cluster without the platform (uninstalled with our roles, not timed) and times:
 
 - kubectl:   the seed's commands with --server-side, plus the waits the roles do (CRDs Established before
@@ -129,7 +129,7 @@ def main(argv=None):
     parser.add_argument("--json", type=pathlib.Path, help="also write the numbers here")
     args = parser.parse_args(argv)
     kubeconfig = (
-        args.kubeconfig or run([BIN / "python", "-m", "tests.localcluster", "up"], cwd=ROOT).stdout.strip()
+        args.kubeconfig or run([BIN / "python", "-m", "devcluster", "up"], cwd=ROOT).stdout.strip()
     )
     bench = Bench(kubeconfig.splitlines()[-1], args.mirror, args.domain)
 

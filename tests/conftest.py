@@ -16,7 +16,7 @@ _MODULE_UTILS = str(ROOT / "module_utils")
 if _MODULE_UTILS not in ansible.module_utils.__path__:
     ansible.module_utils.__path__.append(_MODULE_UTILS)
 
-pytest_plugins = ["tests.localcluster.pytest_plugin"]
+pytest_plugins = ["tests.cluster_plugin"]
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.isvc_cluster import IsvcCluster
 from tests.integration.module_runner import run_module
-from tests.localcluster.predictor import MODEL_DIR_ANNOTATION
+from devcluster.predictor import MODEL_DIR_ANNOTATION
 from tests.model.server_process import ServerProcess
 
 pytestmark = pytest.mark.cluster

@@ -1,4 +1,4 @@
-"""The local control plane itself: what a user of `python -m tests.localcluster` gets."""
+"""The local control plane itself: what a user of `python -m devcluster` gets."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import pytest
 import yaml
 from kubernetes import client
 
-from tests.localcluster.cluster import COMPONENTS, REPO_ROOT
-from tests.localcluster.processes import is_running, listening_ports
-from tests.localcluster.pytest_plugin import wait_for
-from tests.localcluster.upstream import UPSTREAM_DIR, platform_crds
+from devcluster.cluster import COMPONENTS, REPO_ROOT
+from devcluster.processes import is_running, listening_ports
+from tests.cluster_plugin import wait_for
+from tests.upstream import UPSTREAM_DIR, platform_crds
 
 pytestmark = pytest.mark.cluster
 
@@ -160,7 +160,7 @@ def test_admission_webhooks_are_not_called(local_cluster, namespace):
 def _cli(state_dir, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "KSA_CLUSTER_DIR": str(state_dir)}
     return subprocess.run(
-        [sys.executable, "-m", "tests.localcluster", *args],
+        [sys.executable, "-m", "devcluster", *args],
         cwd=REPO_ROOT,
         env=env,
         capture_output=True,

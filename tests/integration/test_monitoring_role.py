@@ -15,7 +15,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import ROOT, recap, run_playbook
-from tests.localcluster.pytest_plugin import wait_for
+from tests.cluster_plugin import wait_for
 from tests.monitoring.role_render import render_template
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -15,7 +15,7 @@ import shutil
 import pytest
 
 from tests.helpers import recap, run_playbook
-from tests.localcluster.cluster import BIN_DIR
+from devcluster.cluster import BIN_DIR
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -90,7 +90,7 @@ def uninstall(cluster, component):
 
 
 def helm_binary():
-    """The helm the local tools build put in the cache (tests/localcluster/gotools), else helm on PATH."""
+    """The helm the local tools build put in the cache (devcluster/gotools), else helm on PATH."""
     cached = BIN_DIR / "helm"
     found = str(cached) if cached.is_file() else shutil.which("helm")
     assert found, "helm is needed: make tools builds it"

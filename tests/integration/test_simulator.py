@@ -12,9 +12,9 @@ import requests
 import yaml
 from kubernetes import client
 
-from tests.localcluster.ingress import REVISION_HEADER
-from tests.localcluster.pytest_plugin import wait_for
-from tests.localcluster.upstream import UPSTREAM_DIR, documents, platform_crds
+from devcluster.ingress import REVISION_HEADER
+from tests.cluster_plugin import wait_for
+from tests.upstream import UPSTREAM_DIR, documents, platform_crds
 
 pytestmark = [
     pytest.mark.cluster,

@@ -63,7 +63,7 @@ Results and thresholds:
 
 Exit codes: 0 all scenarios within thresholds, 1 a threshold exceeded, 2 usage or set-up error.
 The vegeta binary is \$VEGETA, else vegeta on PATH, else \${KSA_CACHE:-~/.cache/kserve-ansible}/bin/vegeta
-(built by: bash tests/localcluster/gotools/build.sh vegeta).
+(built by: bash devcluster/gotools/build.sh vegeta).
 EOF
 }
 
@@ -171,7 +171,7 @@ fi
 
 # --- tools ----------------------------------------------------------------------------------------
 vegeta="${VEGETA:-$(command -v vegeta || echo "${KSA_CACHE:-$HOME/.cache/kserve-ansible}/bin/vegeta")}"
-[[ -x "$vegeta" ]] || die "vegeta not found ($vegeta). Build it: bash tests/localcluster/gotools/build.sh vegeta"
+[[ -x "$vegeta" ]] || die "vegeta not found ($vegeta). Build it: bash devcluster/gotools/build.sh vegeta"
 python="${PYTHON:-}"
 if [[ -z "$python" ]]; then
   if [[ -x "$ROOT/.venv/bin/python" ]]; then python="$ROOT/.venv/bin/python"; else python=python3; fi

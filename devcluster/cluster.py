@@ -1,7 +1,7 @@
 """Start, inspect and stop the local control plane.
 
 Components, in start order: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok (fake nodes
-and pod status) and the simulator (tests/localcluster/simulator.py). Each runs detached with its log in
+and pod status) and the simulator (devcluster/simulator.py). Each runs detached with its log in
 <state dir>/logs; <state dir>/cluster.json remembers ports, pids and paths. `up` is idempotent: a running
 cluster is reused, a component that died is reported with its last log lines and started again.
 """
@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass, field
 import requests
 import urllib3
 
-from tests.localcluster import pki
-from tests.localcluster.processes import Process, free_port, listening_ports
+from devcluster import pki
+from devcluster.processes import Process, free_port, listening_ports
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CACHE = pathlib.Path(os.environ.get("KSA_CACHE", "~/.cache/kserve-ansible")).expanduser()
 BIN_DIR = CACHE / "bin"
 DEFAULT_DOMAIN = "127.0.0.1.sslip.io"
@@ -88,7 +88,7 @@ def _binary(name: str) -> str:
     if not os.access(path, os.X_OK):
         raise ClusterError(
             f"{path} is missing: build the control plane's binaries first "
-            "(`make tools` or `bash tests/localcluster/gotools/build.sh`)"
+            "(`make tools` or `bash devcluster/gotools/build.sh`)"
         )
     return str(path)
 
@@ -259,7 +259,7 @@ class LocalCluster:
             return [
                 sys.executable,
                 "-m",
-                "tests.localcluster.simulator",
+                "devcluster.simulator",
                 f"--kubeconfig={files['simulator_kubeconfig']}",
                 f"--ingress-port={ports['ingress']}",
                 f"--default-domain={state['domain']}",

@@ -15,9 +15,9 @@ import logging
 
 from kubernetes.client.rest import ApiException
 
-from tests.localcluster import conditions as c
-from tests.localcluster.inference_service import CONTAINER, REVISION_LABEL, container_status, pod_condition
-from tests.localcluster.predictor import image_arch
+from devcluster import conditions as c
+from devcluster.inference_service import CONTAINER, REVISION_LABEL, container_status, pod_condition
+from devcluster.predictor import image_arch
 
 log = logging.getLogger("simulator.kubelet")
 

@@ -2,7 +2,7 @@
 plane (their images cannot be pulled here), so the automation and its tests see the status they would see
 on a real cluster. See README.md ("The simulator") for what it does and its conventions.
 
-    python -m tests.localcluster.simulator --kubeconfig K --ingress-port P [--default-domain D]
+    python -m devcluster.simulator --kubeconfig K --ingress-port P [--default-domain D]
         [--state-dir DIR] [--delay SECONDS]
 
 It watches (never polls) the API server; every change enqueues the affected object, and one worker thread
@@ -25,12 +25,12 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.rest import ApiException
 
-from tests.localcluster import inference_service as isvc_mod
-from tests.localcluster import platform_status as ps
-from tests.localcluster.informer import Informer
-from tests.localcluster.ingress import Ingress
-from tests.localcluster.kubelet import PredictorKubelet
-from tests.localcluster.local_predictors import LocalPredictors
+from devcluster import inference_service as isvc_mod
+from devcluster import platform_status as ps
+from devcluster.informer import Informer
+from devcluster.ingress import Ingress
+from devcluster.kubelet import PredictorKubelet
+from devcluster.local_predictors import LocalPredictors
 
 log = logging.getLogger("simulator")
 KNATIVE_NAMESPACE, DOMAIN_CONFIGMAP = "knative-serving", "config-domain"
@@ -283,7 +283,7 @@ class Simulator:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.localcluster.simulator", description=__doc__.split("\n")[0]
+        prog="python -m devcluster.simulator", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--ingress-port", type=int, required=True)

@@ -8,7 +8,7 @@ import pathlib
 
 import yaml
 
-from tests.localcluster.cluster import REPO_ROOT
+from devcluster.cluster import REPO_ROOT
 
 UPSTREAM_DIR = pathlib.Path(os.environ.get("KSA_UPSTREAM_DIR", REPO_ROOT.parent / "shared" / "upstream"))
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 import requests
 
-from tests.localcluster.processes import Process, free_port, start_time
+from devcluster.processes import Process, free_port, start_time
 
 log = logging.getLogger("simulator.predictors")
 CONTAINER_MODEL_DIR = "/mnt/models"
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def local_args(container_args: list[str], model_dir: str, model_name: str, http_port: int, grpc_port: int):

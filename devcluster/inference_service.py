@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from kubernetes.client.rest import ApiException
 
-from tests.localcluster import conditions as c
-from tests.localcluster.predictor import (
+from devcluster import conditions as c
+from devcluster.predictor import (
     MODEL_DIR_ANNOTATION,
     InvalidSpec,
     build_predictor,

@@ -1,15 +1,15 @@
-"""`python -m tests.localcluster up|down|status|kubeconfig` — the local control plane's command line."""
+"""`python -m devcluster up|down|status|kubeconfig` — the local control plane's command line."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from tests.localcluster.cluster import ClusterError, LocalCluster, NodeShape
+from devcluster.cluster import ClusterError, LocalCluster, NodeShape
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.localcluster", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devcluster", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start the cluster (idempotent); prints the kubeconfig path")
     defaults = NodeShape.from_env()
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             return _print_status(cluster)
         elif args.command == "kubeconfig":
             if cluster.load() is None:
-                print("local cluster is not up: run `python -m tests.localcluster up`", file=sys.stderr)
+                print("local cluster is not up: run `python -m devcluster up`", file=sys.stderr)
                 return 1
             print(cluster.kubeconfig)
     except ClusterError as error:

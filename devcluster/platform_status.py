@@ -17,8 +17,8 @@ from pathlib import Path
 
 from kubernetes.client.rest import ApiException
 
-from tests.localcluster import conditions as c
-from tests.localcluster import pki
+from devcluster import conditions as c
+from devcluster import pki
 
 log = logging.getLogger("simulator.platforms")
 MERGE = "application/merge-patch+json"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.localcluster.cluster import BIN_DIR, LocalCluster
+from devcluster.cluster import BIN_DIR, LocalCluster
 
 
 @dataclass(frozen=True)
