@@ -96,7 +96,7 @@ problems:
 import json
 import traceback
 
-from ansible.module_utils.kserve_ansible import preflight
+from ansible_collections.kserve_ansible.serving.plugins.module_utils import preflight
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule

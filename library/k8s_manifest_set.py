@@ -208,7 +208,7 @@ summary:
 import traceback
 
 from ansible.module_utils.common.text.converters import to_text
-from ansible.module_utils.kserve_ansible import manifest_set, manifests
+from ansible_collections.kserve_ansible.serving.plugins.module_utils import k8s_manifests, manifests
 from ansible.module_utils.urls import open_url
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
@@ -280,7 +280,7 @@ def run(module):
         module.exit_json(changed=False, objects=[], summary={}, msg="no object matched")
 
     client = get_api_client(module=module)
-    applier = manifest_set.ManifestSet(
+    applier = k8s_manifests.ManifestSet(
         client,
         field_manager=params["field_manager"],
         force_conflicts=params["force_conflicts"],
@@ -323,7 +323,7 @@ def main():
         module.fail_from_exception(exc)
     except Exception as exc:  # the API server's or urllib's own words are the most useful message
         module.fail_json(
-            msg=f"{type(exc).__name__}: {manifest_set._reason(exc)}", exception=traceback.format_exc()
+            msg=f"{type(exc).__name__}: {k8s_manifests._reason(exc)}", exception=traceback.format_exc()
         )
 
 

@@ -1,20 +1,17 @@
 """Shared pytest set-up.
 
-`module_utils/` is put on `ansible.module_utils`' package path, so tests import our shared code exactly as
-Ansible does at run time (`ansible.module_utils.kserve_ansible...`), with no copy and no mock.
+Tests import our shared code by the name Ansible gives it at run time
+(`ansible_collections.kserve_ansible.serving.plugins.module_utils...`): `collections/` is on the pytest
+path (pyproject.toml), and the in-repo collection links to `module_utils/`. No copy, no mock, no path patch.
 """
 
 import pathlib
 import subprocess
 import sys
 
-import ansible.module_utils
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-_MODULE_UTILS = str(ROOT / "module_utils")
-if _MODULE_UTILS not in ansible.module_utils.__path__:
-    ansible.module_utils.__path__.append(_MODULE_UTILS)
 
 pytest_plugins = ["tests.cluster_plugin"]
 

@@ -13,15 +13,15 @@ import time
 
 import pytest
 import yaml
-from ansible.module_utils.kserve_ansible.inference_service import evaluate_readiness
-from ansible.module_utils.kserve_ansible.readiness import (
+from ansible_collections.kserve_ansible.serving.plugins.module_utils.isvc_status import evaluate_readiness
+from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_isvc import (
     WaitFailed,
     WaitSettings,
     inference_service_resource,
     read_readiness,
     wait_for_inference_service,
 )
-from ansible.module_utils.kserve_ansible.watch import ObjectWatch
+from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_watch import ObjectWatch
 from kubernetes import watch as k8s_watch
 
 from tests.integration.isvc_cluster import GROUP, PLURAL, VERSION, IsvcCluster

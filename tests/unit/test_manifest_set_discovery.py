@@ -7,7 +7,7 @@ import contextlib
 import threading
 import time
 
-from ansible.module_utils.kserve_ansible.manifest_set import ManifestSet
+from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_manifests import ManifestSet
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 

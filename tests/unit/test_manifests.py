@@ -6,7 +6,7 @@ import pathlib
 from typing import ClassVar
 
 import pytest
-from ansible.module_utils.kserve_ansible import manifests as m
+from ansible_collections.kserve_ansible.serving.plugins.module_utils import manifests as m
 
 UPSTREAM = pathlib.Path("/work/shared/upstream")
 needs_mirror = pytest.mark.skipif(not (UPSTREAM / "index.json").is_file(), reason="no upstream mirror here")

@@ -3,7 +3,7 @@
 from decimal import Decimal
 
 import pytest
-from ansible.module_utils.kserve_ansible import preflight as p
+from ansible_collections.kserve_ansible.serving.plugins.module_utils import preflight as p
 
 REQUIREMENTS = {
     "min_kubernetes_version": "1.28.0",

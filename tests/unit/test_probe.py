@@ -6,7 +6,7 @@ import random
 
 import numpy
 import pytest
-from ansible.module_utils.kserve_ansible.probe import (
+from ansible_collections.kserve_ansible.serving.plugins.module_utils.probe import (
     Outcome,
     ProbeInputError,
     build_request,
@@ -18,7 +18,7 @@ from ansible.module_utils.kserve_ansible.probe import (
     subset_differences,
     validate_expectations,
 )
-from ansible.module_utils.kserve_ansible.probe_http import resolve_target
+from ansible_collections.kserve_ansible.serving.plugins.module_utils.probe_http import resolve_target
 
 RESPONSES = pathlib.Path(__file__).parent / "fixtures" / "responses"
 

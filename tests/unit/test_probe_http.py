@@ -5,7 +5,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from ansible.module_utils.kserve_ansible.probe_http import Sender, resolve_target
+from ansible_collections.kserve_ansible.serving.plugins.module_utils.probe_http import Sender, resolve_target
 
 
 class WarmingModel(BaseHTTPRequestHandler):

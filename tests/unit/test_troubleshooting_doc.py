@@ -1,6 +1,6 @@
 """docs/troubleshooting.md covers every diagnosis the readiness wait can print."""
 
-from ansible.module_utils.kserve_ansible.inference_service import HINTS
+from ansible_collections.kserve_ansible.serving.plugins.module_utils.isvc_status import HINTS
 
 from tests.helpers import ROOT
 

@@ -1,10 +1,10 @@
 """Wait for an InferenceService to be Ready for its current spec, or explain why it is not.
 
-Readiness is event-driven: the InferenceService is followed with a watch (see watch.py), so the wait
+Readiness is event-driven: the InferenceService is followed with a watch (see k8s_watch.py), so the wait
 returns as soon as the API server delivers the status that makes it Ready. While it is not Ready, the
 predictor's pods, the related events and failing containers' last log lines are re-read every
 `check_interval` seconds to spot failures that cannot heal without a spec change (see
-inference_service.diagnose); once such a failure has persisted `terminal_grace` seconds the wait fails
+isvc_status.diagnose); once such a failure has persisted `terminal_grace` seconds the wait fails
 early, otherwise it fails at `timeout` with the same diagnosis.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ansible.module_utils.kserve_ansible.inference_service import (
+from ansible_collections.kserve_ansible.serving.plugins.module_utils.isvc_status import (
     ISVC_POD_LABEL,
     Evidence,
     Finding,
@@ -24,7 +24,7 @@ from ansible.module_utils.kserve_ansible.inference_service import (
     render_findings,
     summarize,
 )
-from ansible.module_utils.kserve_ansible.watch import ObjectWatch
+from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_watch import ObjectWatch
 
 try:
     from kubernetes.client import CoreV1Api

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import yaml
-from ansible.module_utils.kserve_ansible import manifests as m
+from ansible_collections.kserve_ansible.serving.plugins.module_utils import manifests as m
 
 with contextlib.suppress(ImportError):  # a missing client library is reported by the module's checks
     from kubernetes.dynamic.exceptions import (

@@ -1,6 +1,6 @@
 """Upstream install manifests as a set of Kubernetes objects: read, verify, filter, patch and order them.
 
-Pure logic, no cluster access (the cluster side is `manifest_set.py`). A *source* is one release file
+Pure logic, no cluster access (the cluster side is `k8s_manifests.py`). A *source* is one release file
 (`serving-core.yaml`) read from its official URL or from a local mirror directory, verified against its pinned
 sha256 before anything is applied. Its YAML documents become *objects*; the set is ordered the way a careful
 human would apply it:

@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 import yaml
-from ansible.module_utils.kserve_ansible.inference_service import (
+from ansible_collections.kserve_ansible.serving.plugins.module_utils.isvc_status import (
     HINTS,
     Evidence,
     Finding,
