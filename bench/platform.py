@@ -128,9 +128,7 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--json", type=pathlib.Path, help="also write the numbers here")
     args = parser.parse_args(argv)
-    kubeconfig = (
-        args.kubeconfig or run([BIN / "python", "-m", "devcluster", "up"], cwd=ROOT).stdout.strip()
-    )
+    kubeconfig = args.kubeconfig or run([BIN / "python", "-m", "devcluster", "up"], cwd=ROOT).stdout.strip()
     bench = Bench(kubeconfig.splitlines()[-1], args.mirror, args.domain)
 
     samples = {"kubectl": [], "roles": [], "noop": []}

@@ -208,8 +208,8 @@ summary:
 import traceback
 
 from ansible.module_utils.common.text.converters import to_text
-from ansible_collections.kserve_ansible.serving.plugins.module_utils import k8s_manifests, manifests
 from ansible.module_utils.urls import open_url
+from ansible_collections.kserve_ansible.serving.plugins.module_utils import k8s_manifests, manifests
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule

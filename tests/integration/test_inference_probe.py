@@ -11,9 +11,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from devcluster.predictor import MODEL_DIR_ANNOTATION
 from tests.integration.isvc_cluster import IsvcCluster
 from tests.integration.module_runner import run_module
-from devcluster.predictor import MODEL_DIR_ANNOTATION
 from tests.model.server_process import ServerProcess
 
 pytestmark = pytest.mark.cluster

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
+from devcluster.cluster import BIN_DIR
 from tests.helpers import ROOT
 from tests.integration.conftest import SEED_MODEL_NAME
 from tests.loadtests.summarize_results import Figures, threshold_breaches
-from devcluster.cluster import BIN_DIR
 from tests.model.server_process import free_port
 
 LOADTESTS = ROOT / "tests" / "loadtests"

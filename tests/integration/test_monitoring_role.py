@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import ROOT, recap, run_playbook
 from tests.cluster_plugin import wait_for
+from tests.helpers import ROOT, recap, run_playbook
 from tests.monitoring.role_render import render_template
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -14,8 +14,8 @@ import shutil
 
 import pytest
 
-from tests.helpers import recap, run_playbook
 from devcluster.cluster import BIN_DIR
+from tests.helpers import recap, run_playbook
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
