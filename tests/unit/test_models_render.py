@@ -6,7 +6,6 @@ hf:// storageUri workaround for KServe < 0.15."""
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import pathlib
 
@@ -14,23 +13,15 @@ import jsonschema
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
+from ansible_collections.kserve_ansible.serving.plugins.filter import inference_services as filters
 
-from tests.helpers import ROOT, run_playbook
+from tests.helpers import run_playbook
 
 CRD = pathlib.Path("/work/shared/upstream/kserve/0.14.1/charts/kserve-crd/templates")
 CRD_FILE = CRD / "serving.kserve.io_inferenceservices.yaml"
 SEED_FILES = {"huggingface-distilbert.yaml", "custom-transformer.yaml"}
 
 
-def _load_filters():
-    path = ROOT / "roles" / "models" / "filter_plugins" / "inference_services.py"
-    spec = importlib.util.spec_from_file_location("models_inference_services_filters", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-filters = _load_filters()
 SETTINGS = {
     "namespace": "kserve-test",
     "kserve_version": "0.14.1",
