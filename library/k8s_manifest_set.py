@@ -209,7 +209,8 @@ import traceback
 
 from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.urls import open_url
-from ansible_collections.kserve_ansible.serving.plugins.module_utils import k8s_manifests, manifests
+from ansible_collections.kserve_ansible.serving.plugins.module_utils import k8s_api, k8s_delete, manifests
+from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_apply import Applier
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
@@ -279,11 +280,8 @@ def run(module):
     if not objects and not (params["state"] == "absent" and params["protect_crds"]):
         module.exit_json(changed=False, objects=[], summary={}, msg="no object matched")
 
-    client = get_api_client(module=module)
-    applier = k8s_manifests.ManifestSet(
-        client,
-        field_manager=params["field_manager"],
-        force_conflicts=params["force_conflicts"],
+    api = k8s_api.Api(
+        get_api_client(module=module),
         check_mode=module.check_mode,
         want_diff=module._diff,
         workers=params["workers"],
@@ -291,9 +289,13 @@ def run(module):
         warn=module.warn,
     )
     if params["state"] == "present":
+        applier = Applier(
+            api, field_manager=params["field_manager"], force_conflicts=params["force_conflicts"]
+        )
         results = applier.apply(objects, wait=params["wait"])
     else:
-        results = applier.delete(
+        results = k8s_delete.delete(
+            api,
             objects,
             force_absent=params["force_absent"],
             protect_crds=params["protect_crds"],
@@ -322,9 +324,7 @@ def main():
     except CoreException as exc:
         module.fail_from_exception(exc)
     except Exception as exc:  # the API server's or urllib's own words are the most useful message
-        module.fail_json(
-            msg=f"{type(exc).__name__}: {k8s_manifests._reason(exc)}", exception=traceback.format_exc()
-        )
+        module.fail_json(msg=f"{type(exc).__name__}: {k8s_api.reason(exc)}", exception=traceback.format_exc())
 
 
 if __name__ == "__main__":

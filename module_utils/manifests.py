@@ -1,9 +1,9 @@
 """Upstream install manifests as a set of Kubernetes objects: read, verify, filter, patch and order them.
 
-Pure logic, no cluster access (the cluster side is `k8s_manifests.py`). A *source* is one release file
-(`serving-core.yaml`) read from its official URL or from a local mirror directory, verified against its pinned
-sha256 before anything is applied. Its YAML documents become *objects*; the set is ordered the way a careful
-human would apply it:
+Pure logic, no cluster access (the cluster side: `k8s_apply.py`, `k8s_delete.py` and what they use).
+A *source* is one release file (`serving-core.yaml`) read from its official URL or from a local mirror
+directory, verified against its pinned sha256 before anything is applied. Its YAML documents become
+*objects*; the set is ordered the way a careful human would apply it:
 
 1. Namespaces and CustomResourceDefinitions (then wait until the CRDs are Established),
 2. everything else (custom resources next to their CRDs need step 1; Deployments, RBAC, ConfigMaps...),
@@ -401,6 +401,14 @@ def crd_established(crd):
     )
 
 
+def crd_listing_path(crd):
+    """The API path listing a CRD's custom resources (all namespaces), at its storage version."""
+    spec = crd["spec"]
+    served = [v["name"] for v in spec.get("versions") or [] if v.get("served", True)]
+    version = next((v["name"] for v in spec["versions"] if v.get("storage")), served[0] if served else None)
+    return f"/apis/{spec['group']}/{version}/{spec['names']['plural']}"
+
+
 def deployment_progress(deployment):
     """(rolled_out, summary) with `kubectl rollout status` semantics: observed, updated and available."""
     spec, status = deployment.get("spec") or {}, deployment.get("status") or {}
@@ -432,3 +440,51 @@ def load_manifest_set(sources, patches, fetch_url):
         found = parse_documents(data, source.label)
         objects.extend(filter_by_selector(found, source.requirements) if source.requirements else found)
     return apply_patches(dedupe(objects), patches)
+
+
+class _DiffDumper(yaml.SafeDumper):
+    """YAML for diffs: multi-line strings (JSON in ConfigMaps) as blocks, so their lines diff one by one."""
+
+
+def _represent_text(dumper, text):
+    style = "|" if "\n" in text else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_DiffDumper.add_representer(str, _represent_text)
+
+
+class ObjectResult:
+    """What happened to one object: `created`, `updated`, `unchanged`, `deleted`, `absent` or `conflict`."""
+
+    def __init__(self, obj, action, before=None, after=None, note=""):
+        self.obj, self.action, self.before, self.after, self.note = obj, action, before, after, note
+
+    @property
+    def changed(self):
+        return self.action in ("created", "updated", "deleted")
+
+    def as_dict(self):
+        metadata = self.obj["metadata"]
+        entry = {
+            "kind": self.obj["kind"],
+            "apiVersion": self.obj["apiVersion"],
+            "name": metadata.get("name") or metadata.get("generateName"),
+            "action": self.action,
+        }
+        if metadata.get("namespace"):
+            entry["namespace"] = metadata["namespace"]
+        if self.note:
+            entry["note"] = self.note
+        return entry
+
+    def diff(self):
+        def render(obj):
+            return yaml.dump(comparable(obj), Dumper=_DiffDumper, sort_keys=True) if obj is not None else ""
+
+        return {
+            "before_header": describe(self.obj),
+            "after_header": describe(self.obj),
+            "before": render(self.before),
+            "after": render(self.after if self.action != "deleted" else None),
+        }

@@ -7,7 +7,7 @@ import contextlib
 import threading
 import time
 
-from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_manifests import ManifestSet
+from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_api import Api
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 
@@ -17,7 +17,7 @@ class OneAtATimeDiscovery:
     def __init__(self):
         self.lookups = []
         self.busy = threading.Lock()
-        self.client = self  # ManifestSet reads client.client (the dynamic client)
+        self.client = self  # k8s_kinds.Kinds reads client.client (the dynamic client)
         self.resources = self
 
     def invalidate_cache(self):
@@ -53,11 +53,11 @@ def objects():
 
 def test_parallel_lookups_of_unserved_kinds_are_serialised_and_asked_once_per_refresh():
     discovery = OneAtATimeDiscovery()
-    applier = ManifestSet(discovery, workers=8)
+    api = Api(discovery, workers=8)
     items = objects()
 
-    missing = applier._resolve(items)
-    found = applier._parallel(applier.resource, items)
+    missing = api.kinds.resolve(items)
+    found = api.parallel(api.kinds.resource, items)
 
     assert [obj["metadata"]["name"] for obj in missing] == ["a", "b", "c", "d"]
     assert found == [None] * 4 + ["resource ConfigMap"] * 2
