@@ -89,7 +89,8 @@ class TestMonitoringRole:
         assert apps.read_namespaced_daemon_set("promtail", NAMESPACE).spec.template.spec.containers
         assert monitoring_cluster_roles(rbac) == CLUSTER_ROLES
         config = core.read_namespaced_config_map("prometheus-config", NAMESPACE).data["prometheus.yml"]
-        assert config == render_template("prometheus.yml.j2")  # what the real-Prometheus tests scrape with
+        # what the real-Prometheus tests scrape with
+        assert config == render_template("prometheus-config.yaml.j2")
         if (MIRROR / "index.json").is_file():
             knative = core.read_namespaced_config_map("grafana-dashboards-knative", NAMESPACE).data
             assert sorted(knative) == [

@@ -122,7 +122,8 @@ def kubernetes_sd_targets(pod: PredictorPod) -> list[dict]:
 
 def local_prometheus_config(targets_file: pathlib.Path, prometheus_port: int) -> dict:
     """The role's prometheus.yml with file_sd in place of Kubernetes discovery for the KServe jobs."""
-    config = yaml.safe_load(render_template("prometheus.yml.j2", monitoring_scrape_interval=SCRAPE_INTERVAL))
+    rendered = render_template("prometheus-config.yaml.j2", monitoring_scrape_interval=SCRAPE_INTERVAL)
+    config = yaml.safe_load(rendered)
     jobs = []
     for job in config["scrape_configs"]:
         if job["job_name"] == "prometheus":

@@ -62,7 +62,7 @@ def test_prometheus_runs_the_rendered_config_and_restarts_when_it_changes():
 
 
 def test_knative_scraping_can_be_left_out():
-    config = yaml.safe_load(render_template("prometheus.yml.j2", monitoring_scrape_knative=False))
+    config = yaml.safe_load(render_template("prometheus-config.yaml.j2", monitoring_scrape_knative=False))
     assert "knative-serving" not in [job["job_name"] for job in config["scrape_configs"]]
 
 
@@ -119,14 +119,14 @@ def test_grafana_cloud_credentials_only_travel_in_secrets():
     for secret_value in ("glc_secret_token", "glc_remote_write_token", "admin-pw"):
         assert secret_value not in others
 
-    promtail = yaml.safe_load(render_template("promtail.yml.j2", **GRAFANA_CLOUD))
+    promtail = yaml.safe_load(render_template("promtail-config.yaml.j2", **GRAFANA_CLOUD))
     assert promtail["clients"] == [
         {
             "url": GRAFANA_CLOUD["monitoring_loki_url"],
             "basic_auth": {"username": "123456", "password_file": "/etc/promtail-secrets/password"},
         }
     ]
-    prometheus = yaml.safe_load(render_template("prometheus.yml.j2", **GRAFANA_CLOUD))
+    prometheus = yaml.safe_load(render_template("prometheus-config.yaml.j2", **GRAFANA_CLOUD))
     assert prometheus["remote_write"][0]["basic_auth"]["password_file"] == (
         "/etc/prometheus-secrets/remote-write-password"
     )
@@ -137,7 +137,7 @@ def test_grafana_cloud_credentials_only_travel_in_secrets():
 
 
 def test_promtail_parses_the_sink_pods_lines_as_cloudevents():
-    config = yaml.safe_load(render_template("promtail.yml.j2"))
+    config = yaml.safe_load(render_template("promtail-config.yaml.j2"))
     (job,) = config["scrape_configs"]
     match = next(stage["match"] for stage in job["pipeline_stages"] if "match" in stage)
     assert match["selector"] == '{app="kserve-logger-sink", namespace="kserve-monitoring"}'
