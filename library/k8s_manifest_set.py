@@ -32,45 +32,53 @@ options:
     suboptions:
       name:
         description:
-          - Release file name (C(serving-core.yaml)), read from O(mirror_dir) when set (verified against
-            O(checksums)), else downloaded from O(release_url).
+          - File of a release in the project's release catalog (C(module_utils/releases.py)), for example
+            C(serving-core.yaml) of O(sources[].component=knative-serving) O(sources[].version=1.16.0).
+            With O(mirror_dir) it is read from C(<mirror_dir>/<component>/<version>/<name>) and verified
+            against its pinned sha256; else it is downloaded from the release's official URL.
+          - A release not in the catalog fails with the list of supported versions, unless O(extra_releases)
+            declares it.
           - Exactly one of O(sources[].name), O(sources[].url) and O(sources[].path).
         type: str
+      component:
+        description: Catalog component of a O(sources[].name) file, instead of O(component).
+        type: str
+      version:
+        description: Release of a O(sources[].name) file, instead of O(version).
+        type: str
       url:
-        description: HTTP(S) URL of the file.
+        description: HTTP(S) URL of any file (a private copy, say), checked against O(sources[].sha256).
         type: str
       path:
-        description: Local path of the file.
+        description: Local path of any file, checked against O(sources[].sha256).
         type: path
       sha256:
-        description: Expected sha256 of the file. A mismatch fails the task before anything is applied.
+        description:
+          - Expected sha256 of a O(sources[].url) or O(sources[].path) file. A mismatch fails the task before
+            anything is applied.
         type: str
-      release_url:
-        description: This file's release URL, instead of O(release_url).
-        type: str
-      mirror_dir:
-        description: This file's mirror directory, instead of O(mirror_dir) (an empty string means none).
-        type: path
-      checksums:
-        description: Pinned checksums for this file's release, instead of O(checksums).
-        type: dict
       label_selector:
         description:
           - Only the objects of this file whose labels match (C(kubectl apply -l) syntax, for example
             C(knative.dev/crd-install=true)). A selector that matches nothing applies nothing.
         type: str
-  release_url:
-    description: Base URL of the release the O(sources[].name) files are downloaded from.
+  component:
+    description: Catalog component of the O(sources[].name) files (C(cert-manager), C(net-istio),
+      C(knative-serving), C(kserve)).
+    type: str
+  version:
+    description: Release of the O(sources[].name) files.
     type: str
   mirror_dir:
     description:
-      - Local directory holding the release files under the same names (offline install). When set, every
-        O(sources[].name) is read from it and must match its sha256 in O(checksums).
+      - Root of a local mirror of the release files (offline install), laid out as
+        C(<mirror_dir>/<component>/<version>/<file>). When set (not empty), every O(sources[].name) file is
+        read from it and must match its pinned sha256.
     type: path
-  checksums:
+  extra_releases:
     description:
-      - Pinned sha256 of each release file, by file name. Required for every file read from O(mirror_dir);
-        release URLs are versioned HTTPS downloads and are not checked against it.
+      - Releases the catalog does not have, with the sha256 of each of their files, by component and version
+        (the shape of the catalog's releases); the roles pass C(kserve_ansible_extra_releases).
     type: dict
     default: {}
   patches:
@@ -158,22 +166,22 @@ requirements:
 """
 
 EXAMPLES = r"""
-- name: Install cert-manager from its release, or from a mirror directory when one is given
+- name: Install cert-manager from its release, or from the mirror when one is given
   k8s_manifest_set:
-    release_url: https://github.com/cert-manager/cert-manager/releases/download/v1.16.2
-    mirror_dir: "{{ mirror | default(omit) }}"
-    checksums:
-      cert-manager.yaml: 1d51cdecd442f1f5f89783e9e0169b95d372724da203cc75dd7a5c4e50a10ce6
+    component: cert-manager
+    version: 1.16.2
+    mirror_dir: "{{ kserve_ansible_mirror_dir }}"
     sources:
       - name: cert-manager.yaml
 
-- name: Install Knative Serving from a mirror, with the domain set
+- name: Install Knative Serving and net-istio from a mirror, with the domain set
   k8s_manifest_set:
+    mirror_dir: /srv/mirror
+    version: 1.16.0
     sources:
-      - path: /mirror/knative-serving/1.16.0/serving-crds.yaml
-        sha256: 33cc24f96321cd19deea6b85397e53b24e1a7ae61aebc4a92c2bd867e93611ec
-      - path: /mirror/knative-serving/1.16.0/serving-core.yaml
-        sha256: 1f55c6b02bbea20ffe7c203811ae8dfd238ead7caca1f2e76275b239dfd06206
+      - {component: knative-serving, name: serving-crds.yaml}
+      - {component: knative-serving, name: serving-core.yaml}
+      - {component: net-istio, name: net-istio.yaml}
     patches:
       - kind: ConfigMap
         name: config-domain
@@ -187,7 +195,8 @@ EXAMPLES = r"""
   k8s_manifest_set:
     state: absent
     sources:
-      - url: https://github.com/kserve/kserve/releases/download/v0.14.1/kserve.yaml
+      - url: https://mirror.example.com/kserve/kserve.yaml
+        sha256: 9b406ac59cc703ef739347d052d0aa9d92d80bc115fb453e4d70d185abace64b
 """
 
 RETURN = r"""
@@ -218,12 +227,11 @@ from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions imp
 
 SOURCE_SPEC = {
     "name": {"type": "str"},
+    "component": {"type": "str"},
+    "version": {"type": "str"},
     "url": {"type": "str"},
     "path": {"type": "path"},
     "sha256": {"type": "str"},
-    "release_url": {"type": "str"},
-    "mirror_dir": {"type": "path"},
-    "checksums": {"type": "dict"},
     "label_selector": {"type": "str"},
 }
 PATCH_SPEC = {
@@ -245,9 +253,10 @@ def argument_spec():
             "mutually_exclusive": [("name", "url", "path")],
             "required_one_of": [("name", "url", "path")],
         },
-        release_url={"type": "str"},
+        component={"type": "str"},
+        version={"type": "str"},
         mirror_dir={"type": "path"},
-        checksums={"type": "dict", "default": {}},
+        extra_releases={"type": "dict", "default": {}},
         patches={"type": "list", "elements": "dict", "default": [], "options": PATCH_SPEC},
         state={"type": "str", "choices": ["present", "absent"], "default": "present"},
         wait={"type": "bool", "default": True},
@@ -272,7 +281,11 @@ def run(module):
         module.fail_json(msg="wait_timeout and workers must be positive")
     sources = [
         manifests.ManifestSource.from_params(
-            source, params["release_url"] or "", params["mirror_dir"] or "", params["checksums"]
+            source,
+            mirror_dir=params["mirror_dir"] or "",
+            extra_releases=params["extra_releases"],
+            component=params["component"] or "",
+            version=params["version"] or "",
         )
         for source in params["sources"]
     ]

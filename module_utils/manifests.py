@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 
 import yaml
+from ansible_collections.kserve_ansible.serving.plugins.module_utils import releases
 
 try:  # libyaml parses the ~4 MB of platform manifests about ten times faster.
     _YamlLoader = yaml.CSafeLoader
@@ -71,44 +72,33 @@ class ManifestSource:
         return self.path or self.url
 
     @classmethod
-    def from_params(cls, params, release_url="", mirror_dir="", checksums=None):
+    def from_params(cls, params, mirror_dir="", extra_releases=None, component="", version=""):
         """A source from a module's parameters.
 
-        `name` is a release file name: read from `mirror_dir` when one is given (and then its pinned sha256
-        in `checksums` is required: a mirror is only trusted file by file), else downloaded from
-        `release_url`. `url` / `path` name the file directly, with an optional `sha256`.
+        `name` is a file of a release in the catalog (`releases.py`): `component` and `version` (the source's
+        own, else the given defaults) say which. It is read from `mirror_dir` when one is given, else from the
+        release URL, with the catalog's pinned sha256 (see `releases.release_file` for what is verified).
+        `url` / `path` name any file directly, with an optional `sha256`.
         """
-        name = params.get("name") or ""
+        label_selector = params.get("label_selector") or ""
         sha256 = (params.get("sha256") or "").lower()
-        # A source may name its own release (several releases uninstalled in one run).
-        release_url = params.get("release_url") or release_url
-        mirror_dir = params.get("mirror_dir") if params.get("mirror_dir") is not None else mirror_dir
-        checksums = params.get("checksums") if params.get("checksums") is not None else checksums
-        if name and mirror_dir:
-            pinned = (checksums or {}).get(name)
-            if not pinned and not sha256:
-                raise ManifestError(
-                    f"no pinned sha256 for {name}: a file read from a mirror directory must have one "
-                    "(add it to the role's checksums for this version)"
-                )
-            return cls(
-                path=os.path.join(mirror_dir, name),
-                sha256=sha256 or pinned.lower(),
-                label_selector=params.get("label_selector") or "",
-            )
+        name = params.get("name") or ""
         if name:
-            if not release_url:
-                raise ManifestError(f"{name}: neither a mirror directory nor a release URL to read it from")
-            return cls(
-                url=f"{release_url.rstrip('/')}/{name}",
-                sha256=sha256,
-                label_selector=params.get("label_selector") or "",
-            )
+            component = params.get("component") or component
+            version = params.get("version") or version
+            if not component or not version:
+                raise ManifestError(f"{name}: a release file needs a component and a version")
+            try:
+                found = releases.release_file(component, version, name, mirror_dir or "", extra_releases)
+            except releases.ReleaseError as exc:
+                raise ManifestError(str(exc)) from exc
+            sha256 = found.sha256.lower()
+            return cls(url=found.url, path=found.path, sha256=sha256, label_selector=label_selector)
         return cls(
             url=params.get("url") or "",
             path=params.get("path") or "",
             sha256=sha256,
-            label_selector=params.get("label_selector") or "",
+            label_selector=label_selector,
         )
 
 

@@ -328,41 +328,63 @@ class TestUpstreamFiles:
 
 
 class TestReleaseFiles:
-    """`name` sources: a mirror directory (verified file by file) or the release URL."""
+    """`name` sources: files of a catalog release, from a mirror (verified one by one) or the release URL."""
 
     def test_mirror_file_takes_its_pinned_checksum(self, tmp_path):
-        (tmp_path / "core.yaml").write_bytes(TWO_DOCS)
+        path = tmp_path / "kserve" / "0.14.1" / "kserve.yaml"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(TWO_DOCS)
         source = m.ManifestSource.from_params(
-            {"name": "core.yaml"}, "https://rel", str(tmp_path), {"core.yaml": "a" * 64}
+            {"name": "kserve.yaml"}, mirror_dir=str(tmp_path), component="kserve", version="0.14.1"
         )
-        assert source.path == str(tmp_path / "core.yaml")
-        with pytest.raises(m.ChecksumMismatch, match=r"core\.yaml"):
+        assert source.path == str(path)
+        with pytest.raises(m.ChecksumMismatch, match=r"kserve\.yaml"):
             m.load_manifest_set([source], [], no_fetch)
 
-    def test_mirror_file_without_pinned_checksum_is_refused(self, tmp_path):
-        with pytest.raises(m.ManifestError, match=r"no pinned sha256 for extra\.yaml"):
-            m.ManifestSource.from_params({"name": "extra.yaml"}, "", str(tmp_path), {})
+    def test_a_file_the_release_does_not_pin_is_refused(self, tmp_path):
+        with pytest.raises(m.ManifestError, match=r"kserve 0\.14\.1 has no pinned file 'extra\.yaml'"):
+            m.ManifestSource.from_params(
+                {"name": "extra.yaml"}, mirror_dir=str(tmp_path), component="kserve", version="0.14.1"
+            )
+
+    def test_an_unknown_release_is_refused_with_the_supported_ones(self):
+        with pytest.raises(
+            m.ManifestError, match=r"kserve 9\.9\.9 is not a supported release \(supported: 0\.14\.1\)"
+        ):
+            m.ManifestSource.from_params({"name": "kserve.yaml"}, component="kserve", version="9.9.9")
 
     def test_without_mirror_the_release_url_is_used(self):
         source = m.ManifestSource.from_params(
-            {"name": "core.yaml"}, "https://rel/download/", "", {"core.yaml": "a" * 64}
+            {"name": "serving-core.yaml"}, component="knative-serving", version="1.16.0"
         )
-        assert source.url == "https://rel/download/core.yaml"
-        assert source.sha256 == ""
+        assert (
+            source.url
+            == "https://github.com/knative/serving/releases/download/knative-v1.16.0/serving-core.yaml"
+        )
+        assert source.sha256 == ""  # the mirror's pins are not all the published bytes
 
-    def test_a_source_may_name_its_own_release(self, tmp_path):
-        (tmp_path / "net-istio.yaml").write_bytes(TWO_DOCS)
-        own = {
-            "name": "net-istio.yaml",
-            "mirror_dir": str(tmp_path),
-            "checksums": {"net-istio.yaml": "b" * 64},
-        }
-        source = m.ManifestSource.from_params(own, "https://serving", "", {})
-        assert (source.path, source.sha256) == (str(tmp_path / "net-istio.yaml"), "b" * 64)
-        online = m.ManifestSource.from_params(
-            {"name": "x.yaml", "release_url": "https://net"}, "https://serving"
+    def test_a_source_may_name_its_own_component_and_version(self, tmp_path):
+        own = {"name": "net-istio.yaml", "component": "net-istio", "version": "1.16.0"}
+        source = m.ManifestSource.from_params(own, mirror_dir=str(tmp_path), component="knative-serving")
+        assert source.path == str(tmp_path / "net-istio" / "1.16.0" / "net-istio.yaml")
+        assert source.sha256 == "f9bada57c125f0afeb943067e8ef8105d572040573bd58cb75b19f040f58a6d8"
+
+    def test_extra_releases_add_a_release_with_its_checksums(self, tmp_path):
+        extra = {"kserve": {"0.15.2": {"kserve.yaml": "C" * 64}}}
+        source = m.ManifestSource.from_params(
+            {"name": "kserve.yaml"},
+            mirror_dir=str(tmp_path),
+            extra_releases=extra,
+            component="kserve",
+            version="0.15.2",
         )
-        assert online.url == "https://net/x.yaml"
+        assert (source.path, source.sha256) == (str(tmp_path / "kserve" / "0.15.2" / "kserve.yaml"), "c" * 64)
+
+    def test_a_release_file_needs_a_component_and_a_version(self):
+        with pytest.raises(
+            m.ManifestError, match=r"kserve\.yaml: a release file needs a component and a version"
+        ):
+            m.ManifestSource.from_params({"name": "kserve.yaml"}, component="kserve")
 
 
 def module_docs(name):
