@@ -7,17 +7,25 @@ import os
 import pathlib
 
 import yaml
+from ansible_collections.kserve_ansible.serving.plugins.module_utils.releases import mirror_path
 
 from devcluster.cluster import REPO_ROOT
 
 UPSTREAM_DIR = pathlib.Path(os.environ.get("KSA_UPSTREAM_DIR", REPO_ROOT.parent / "shared" / "upstream"))
 
-# Every CustomResourceDefinition the four platforms install.
+
+def role_default(variable: str):
+    """The default of a role's version pin (kserve_version: roles/kserve/defaults/main.yml)."""
+    defaults = REPO_ROOT / "roles" / variable.removesuffix("_version") / "defaults" / "main.yml"
+    return yaml.safe_load(defaults.read_text())[variable]
+
+
+# Every CustomResourceDefinition the four platforms install, at the roles' default releases.
 PLATFORM_CRD_FILES = (
-    "cert-manager/1.16.2/cert-manager.crds.yaml",
-    "net-istio/1.16.0/istio.yaml",
-    "knative-serving/1.16.0/serving-crds.yaml",
-    "kserve/0.14.1/kserve.yaml",
+    mirror_path("", "cert-manager", role_default("cert_manager_version"), "cert-manager.crds.yaml"),
+    mirror_path("", "net-istio", role_default("istio_version"), "istio.yaml"),
+    mirror_path("", "knative-serving", role_default("knative_version"), "serving-crds.yaml"),
+    mirror_path("", "kserve", role_default("kserve_version"), "kserve.yaml"),
 )
 
 

@@ -7,16 +7,11 @@ import pytest
 import yaml
 from ansible_collections.kserve_ansible.serving.plugins.module_utils import releases as r
 
-from tests.helpers import ROOT, run_playbook
+from tests.helpers import run_playbook
+from tests.upstream import UPSTREAM_DIR as UPSTREAM
+from tests.upstream import role_default
 
-UPSTREAM = pathlib.Path("/work/shared/upstream")
 needs_mirror = pytest.mark.skipif(not (UPSTREAM / "index.json").is_file(), reason="no upstream mirror here")
-
-
-def role_default(variable):
-    """The default of a version pin, from the defaults of the role it belongs to (kserve_version: kserve)."""
-    role = variable.removesuffix("_version")
-    return yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())[variable]
 
 
 @pytest.mark.parametrize("variable", sorted(r.VERSION_PINS))
