@@ -44,7 +44,7 @@ def hf_storage_uri_works(kserve_version: str) -> bool:
 def hub_model_from_uri(uri: str) -> tuple[str, str | None]:
     """hf://ORG/MODEL[:REVISION] -> ("ORG/MODEL", REVISION or None)."""
     rest = uri[len(HF_SCHEME) :].strip("/")
-    model_id, _, revision = rest.partition(":")
+    model_id, _sep, revision = rest.partition(":")
     if model_id.count("/") > 1 or not model_id:
         raise AnsibleFilterError(f"{uri!r} is not hf://ORG/MODEL[:REVISION]")
     return model_id, revision or None
@@ -255,7 +255,7 @@ def inference_service_curl(model: dict, url: str, ingress: dict | None = None) -
         path, body = smoke.get("path") or f"/v1/models/{name}:predict", smoke.get("body")
     else:
         path, body = f"/v1/models/{name}:predict", {"instances": smoke.get("instances") or []}
-    scheme, _, host = url.partition("://")
+    scheme, _sep, host = url.partition("://")
     parts = ["curl", "-s"]
     if ingress and ingress.get("host"):
         parts += ["-H", f"Host: {host}"]

@@ -13,7 +13,8 @@ description:
     the nodes' allocatable CPU and memory, not what is free now, so a re-run on an installed cluster passes.
   - Read-only; runs the same in check mode.
 version_added: "0.1.0"
-author: kserve-ansible maintainers
+author:
+  - kserve-ansible maintainers (!UNKNOWN)
 options:
   min_kubernetes_version:
     description: Oldest supported API server version (Knative Serving 1.16 refuses anything below 1.28).
@@ -49,8 +50,10 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
+    description: Only reads the cluster, so a check run reports the same findings as a real one.
   diff_mode:
     support: none
+    description: Nothing is changed, so there is no diff.
 requirements:
   - kubernetes >= 24.2.0
 """

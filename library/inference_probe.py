@@ -27,7 +27,7 @@ description:
     The module validates its inputs, resolves the URL when it can, and reports what it would send.
 version_added: "0.1.0"
 author:
-  - kserve-ansible contributors
+  - kserve-ansible maintainers (!UNKNOWN)
 options:
   name:
     description:

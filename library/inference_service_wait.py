@@ -27,7 +27,7 @@ description:
     not happen, so waiting would only time out).
 version_added: "0.1.0"
 author:
-  - kserve-ansible contributors
+  - kserve-ansible maintainers (!UNKNOWN)
 options:
   name:
     description: Name of the InferenceService.

@@ -21,7 +21,8 @@ description:
     until they are gone. It refuses to delete a CRD while custom resources of it that are not part of the set
     still exist, unless O(force_absent) is set.
 version_added: "0.1.0"
-author: kserve-ansible maintainers
+author:
+  - kserve-ansible maintainers (!UNKNOWN)
 options:
   sources:
     description:
@@ -158,8 +159,12 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
+    description:
+      - The API server's dry run (C(dryRun=All)); objects whose namespace or CRD the same set would create are
+        reported as to be created.
   diff_mode:
     support: full
+    description: Returns the difference between each object before and after the apply.
 requirements:
   - kubernetes >= 24.2.0
   - PyYAML

@@ -20,13 +20,18 @@ import os
 import re
 from dataclasses import dataclass, field
 
-import yaml
 from ansible_collections.kserve_ansible.serving.plugins.module_utils import releases
 
-try:  # libyaml parses the ~4 MB of platform manifests about ten times faster.
-    _YamlLoader = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - depends on how PyYAML was built
-    _YamlLoader = yaml.SafeLoader
+try:
+    import yaml
+except ImportError:  # the modules say so: AnsibleK8SModule requires PyYAML before any of this runs
+    HAS_YAML = False
+    _YamlLoader = _SafeDumper = object
+else:
+    HAS_YAML = True
+    # libyaml parses the ~4 MB of platform manifests about ten times faster (when PyYAML was built with it).
+    _YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    _SafeDumper = yaml.SafeDumper
 
 FIRST_KINDS = ("Namespace", "CustomResourceDefinition")
 LAST_KINDS = ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
@@ -432,7 +437,7 @@ def load_manifest_set(sources, patches, fetch_url):
     return apply_patches(dedupe(objects), patches)
 
 
-class _DiffDumper(yaml.SafeDumper):
+class _DiffDumper(_SafeDumper):
     """YAML for diffs: multi-line strings (JSON in ConfigMaps) as blocks, so their lines diff one by one."""
 
 
@@ -441,7 +446,8 @@ def _represent_text(dumper, text):
     return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
 
 
-_DiffDumper.add_representer(str, _represent_text)
+if HAS_YAML:
+    _DiffDumper.add_representer(str, _represent_text)
 
 
 class ObjectResult:

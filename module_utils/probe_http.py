@@ -82,7 +82,7 @@ class Sender:
         start = time.perf_counter()
         try:
             if concurrency == 1:
-                outcomes = [self.send(body) for _ in range(count)]
+                outcomes = [self.send(body) for _request in range(count)]
             else:
                 with ThreadPoolExecutor(max_workers=concurrency) as pool:
                     outcomes = list(pool.map(lambda _: self.send(body), range(count)))
