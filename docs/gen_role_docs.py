@@ -107,11 +107,14 @@ def render(role, spec, defaults):
             description += " Choices: " + ", ".join(f"`{choice}`" for choice in option["choices"]) + "."
         description = description.replace("|", "\\|")
         lines.append(f"| `{name}` | {kind} | {default} | {description} |")
+    # A component role (it has a <role>_state) has a tag of its own; a role without one (kserve_ansible, the
+    # shared settings) is used by every play and says how in its notes.
     state = next((name for name in (spec.get("options") or {}) if name.endswith("_state")), None)
-    lines += ["", "## Use", "", "```bash", f"ansible-playbook site.yml --tags {role}"]
     if state:
-        lines.append(f"ansible-playbook site.yml --tags {role} -e {state}=absent")
-    lines += ["```", ""]
+        lines += ["", "## Use", "", "```bash", f"ansible-playbook site.yml --tags {role}"]
+        lines += [f"ansible-playbook site.yml --tags {role} -e {state}=absent", "```", ""]
+    else:
+        lines.append("")
     notes = NOTES / f"{role}.md"
     if notes.is_file():
         lines += ["## Notes", "", notes.read_text().strip(), ""]
