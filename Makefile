@@ -7,7 +7,9 @@ export KSA_CACHE
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(KSA_CACHE)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | sha256sum | cut -c1-12)
+REQUIREMENTS := $(wildcard requirements/*.txt) constraints.txt model/requirements.txt requirements.yml \
+	requirements/install_collections.py
+STAMP := $(VENV)/.installed-$(shell cat $(REQUIREMENTS) | sha256sum | cut -c1-12)
 MIRROR ?= $(abspath ../shared/upstream)
 
 .PHONY: help setup tools system-deps loadtest demo test lint unit molecule cluster-up cluster-down cluster-status bench clean
@@ -15,12 +17,13 @@ MIRROR ?= $(abspath ../shared/upstream)
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## create .venv and install the pinned Python deps (idempotent, seconds when done)
+setup: $(STAMP) ## create .venv and install everything pinned: requirements/dev.txt and the collections (idempotent)
 
-$(STAMP): requirements.txt constraints.txt
+$(STAMP): $(REQUIREMENTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/pip install --quiet -r requirements/dev.txt -c constraints.txt
+	$(BIN)/python requirements/install_collections.py
 	@rm -f $(VENV)/.installed-*; touch $@
 
 tools: ## build (or reuse) the local control plane's binaries from the Go module proxy
@@ -42,10 +45,10 @@ unit: setup ## fast tests (no cluster)
 
 test: setup tools system-deps lint ## the whole test suite: gates + unit + cluster tests + molecule scenarios
 	pytest -q
-	molecule test --all
+	molecule --base-config .config/molecule/config.yml test --all
 
 molecule: setup tools ## molecule scenarios only (each on a fresh local cluster): make molecule S=knative
-	molecule test $(if $(S),-s $(S),--all)
+	molecule --base-config .config/molecule/config.yml test $(if $(S),-s $(S),--all)
 
 cluster-up: setup tools ## start the local control plane (idempotent); prints how to use it
 	$(BIN)/python -m devcluster up
