@@ -201,7 +201,7 @@ EXAMPLES = r"""
     state: absent
     sources:
       - url: https://mirror.example.com/kserve/kserve.yaml
-        sha256: 9b406ac59cc703ef739347d052d0aa9d92d80bc115fb453e4d70d185abace64b
+        sha256: "{{ private_kserve_yaml_sha256 }}"
 """
 
 RETURN = r"""
