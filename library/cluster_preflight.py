@@ -60,7 +60,7 @@ requirements:
 
 EXAMPLES = r"""
 - name: Check the cluster before installing the serving stack
-  cluster_preflight:
+  kserve_ansible.serving.cluster_preflight:
     required_cpu: "8"
     required_memory: 12Gi
     required_architectures: [amd64]

@@ -157,7 +157,7 @@ requirements:
 
 EXAMPLES = r"""
 - name: Ask the sentiment model through the ingress, without DNS
-  inference_probe:
+  kserve_ansible.serving.inference_probe:
     name: bert-sentiment
     namespace: models
     ingress_host: 127.0.0.1
@@ -169,7 +169,7 @@ EXAMPLES = r"""
       - label: NEGATIVE
 
 - name: Open Inference Protocol, 200 requests, 8 in flight, with latency SLOs
-  inference_probe:
+  kserve_ansible.serving.inference_probe:
     url: http://bert-sentiment.models.example.com
     model_name: bert-sentiment
     protocol: v2
@@ -186,7 +186,7 @@ EXAMPLES = r"""
   register: probe
 
 - name: Custom model's own JSON body
-  inference_probe:
+  kserve_ansible.serving.inference_probe:
     name: bert-sentiment
     namespace: models
     protocol: raw

@@ -76,7 +76,7 @@ requirements:
 
 EXAMPLES = r"""
 - name: Wait for the sentiment model to serve its current spec
-  inference_service_wait:
+  kserve_ansible.serving.inference_service_wait:
     name: bert-sentiment
     namespace: models
     timeout: 600
@@ -87,7 +87,7 @@ EXAMPLES = r"""
     msg: "{{ isvc.url }} (predictor revision {{ isvc.revisions.predictor.latestReadyRevision }})"
 
 - name: Wait on a cluster that autoscales nodes (Unschedulable is not terminal for 5 minutes)
-  inference_service_wait:
+  kserve_ansible.serving.inference_service_wait:
     name: llm
     namespace: models
     timeout: 1200

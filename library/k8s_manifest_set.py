@@ -172,7 +172,7 @@ requirements:
 
 EXAMPLES = r"""
 - name: Install cert-manager from its release, or from the mirror when one is given
-  k8s_manifest_set:
+  kserve_ansible.serving.k8s_manifest_set:
     component: cert-manager
     version: 1.16.2
     mirror_dir: "{{ kserve_ansible_mirror_dir }}"
@@ -180,7 +180,7 @@ EXAMPLES = r"""
       - name: cert-manager.yaml
 
 - name: Install Knative Serving and net-istio from a mirror, with the domain set
-  k8s_manifest_set:
+  kserve_ansible.serving.k8s_manifest_set:
     mirror_dir: /srv/mirror
     version: 1.16.0
     sources:
@@ -197,7 +197,7 @@ EXAMPLES = r"""
     wait_timeout: 600
 
 - name: Uninstall KServe, keeping its CRDs while InferenceServices exist
-  k8s_manifest_set:
+  kserve_ansible.serving.k8s_manifest_set:
     state: absent
     sources:
       - url: https://mirror.example.com/kserve/kserve.yaml

@@ -20,9 +20,9 @@ def delete(api, objects, force_absent=False, protect_crds=(), owned_annotations=
     ordered = m.deletion_order(objects)
     api.kinds.resolve(ordered)
     live = api.parallel(lambda obj: _live_for_delete(api, obj), ordered)
-    present = [(obj, found) for obj, found in zip(ordered, live, strict=True) if found]
+    present = [obj for obj, found in zip(ordered, live, strict=True) if found]
     own_keys = {m.object_key(obj) for obj in objects}
-    crd_names = [obj["metadata"]["name"] for obj, _ in present if obj["kind"] == "CustomResourceDefinition"]
+    crd_names = [obj["metadata"]["name"] for obj in present if obj["kind"] == "CustomResourceDefinition"]
     leftovers = custom_resources_left(api, list(crd_names) + list(protect_crds), own_keys, owned_annotations)
     if leftovers and not force_absent:
         raise m.ManifestError(
@@ -33,7 +33,7 @@ def delete(api, objects, force_absent=False, protect_crds=(), owned_annotations=
     results = [m.ObjectResult(obj, "absent") for obj, found in zip(ordered, live, strict=True) if not found]
     if leftovers:
         _delete_custom_resources(api, leftovers)
-    for phase in reversed(m.apply_phases([obj for obj, _ in present])):
+    for phase in reversed(m.apply_phases(present)):
         results.extend(api.parallel(lambda obj: _delete_one(api, obj), list(reversed(phase))))
     if wait and not api.check_mode:
         wait_gone(api, [r.obj for r in results if r.action == "deleted"])

@@ -17,8 +17,10 @@ BIN = pathlib.Path(sys.executable).parent
 
 
 def run_module(module: str, args: dict, check: bool = False, timeout: float = 600) -> dict:
-    """The task's result (with `failed`, `msg`, ...) as Ansible reports it."""
-    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"name": module, module: args}]}]
+    """The task's result (with `failed`, `msg`, ...) as Ansible reports it; `module` is called by its FQCN
+    (kserve_ansible.serving.<module>), the only name our modules have."""
+    task = {"name": module, f"kserve_ansible.serving.{module}": args}
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [task]}]
     with tempfile.NamedTemporaryFile(
         "w", suffix=".yml", dir=ROOT / "tests" / "integration", delete=False
     ) as f:
