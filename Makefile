@@ -12,7 +12,7 @@ REQUIREMENTS := $(wildcard requirements/*.txt) constraints.txt model/requirement
 STAMP := $(VENV)/.installed-$(shell cat $(REQUIREMENTS) | sha256sum | cut -c1-12)
 MIRROR ?= $(abspath ../shared/upstream)
 
-.PHONY: help setup tools system-deps loadtest demo test lint unit molecule cluster-up cluster-down cluster-status bench clean
+.PHONY: help setup tools system-deps loadtest demo test lint unit molecule cluster-up cluster-down cluster-status bench clean collection sanity
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -32,13 +32,20 @@ tools: ## build (or reuse) the local control plane's binaries from the Go module
 system-deps: ## Debian packages the tests use (a real Prometheus for the monitoring tests)
 	bash tests/monitoring/install_prometheus.sh
 
-lint: setup ## quality gates: yamllint, ruff, ansible-lint (production), syntax check
+lint: setup ## quality gates: yamllint, ruff, ansible-lint (production), syntax check, ansible-test sanity
 	yamllint --strict .
 	ruff check .
 	ruff format --check .
 	ansible-playbook --syntax-check site.yml
 	ansible-lint --profile production
 	hadolint model/Dockerfile
+	bash collections/sanity.sh
+
+collection: setup ## build the collection kserve_ansible.serving (links resolved) into build/*.tar.gz
+	bash collections/build.sh
+
+sanity: setup ## ansible-test sanity on the built collection (part of lint; first run fetches its tools)
+	bash collections/sanity.sh
 
 unit: setup ## fast tests (no cluster)
 	pytest -m "not cluster" -q
