@@ -52,10 +52,10 @@ unit: setup ## fast tests (no cluster)
 
 test: setup tools system-deps lint ## the whole test suite: gates + unit + cluster tests + molecule scenarios
 	pytest -q
-	molecule test --all
+	molecule --base-config .config/molecule/config.yml test --all
 
 molecule: setup tools ## molecule scenarios only (each on a fresh local cluster): make molecule S=knative
-	molecule test $(if $(S),-s $(S),--all)
+	molecule --base-config .config/molecule/config.yml test $(if $(S),-s $(S),--all)
 
 cluster-up: setup tools ## start the local control plane (idempotent); prints how to use it
 	$(BIN)/python -m devcluster up
