@@ -25,7 +25,8 @@ CONTAINER_MODEL_DIR = "/mnt/models"  # where KServe's storage-initializer puts a
 HF_SCHEME = "hf://"
 HF_STORAGE_FIXED_IN = (0, 15)  # KServe 0.15.0 accepts hf:// storageUris (kserve#3916)
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-SERVERLESS, RAW = "Serverless", "RawDeployment"
+SERVERLESS = "Serverless"
+RAW = "RawDeployment"
 _display = Display()
 
 
