@@ -23,21 +23,26 @@ import subprocess
 import sys
 import time
 
+from ansible_collections.kserve_ansible.serving.plugins.module_utils.releases import mirror_path
+
+from tests.upstream import UPSTREAM_DIR, role_default
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = pathlib.Path(sys.executable).parent
 TOOLS = pathlib.Path(os.environ.get("KSA_CACHE", pathlib.Path.home() / ".cache" / "kserve-ansible")) / "bin"
 COMPONENTS = ["cert_manager", "istio", "knative", "kserve"]
 STATE_VARS = ["kserve_state", "knative_state", "istio_state", "cert_manager_state"]
 
-# The seed's install, file by file: (file under the mirror, namespace whose Deployments must be Available).
+# The seed's install, file by file, at the roles' default releases: (component, its version variable, file,
+# namespace whose Deployments must be Available).
 KUBECTL_STEPS = [
-    ("cert-manager/1.16.2/cert-manager.yaml", "cert-manager"),
-    ("net-istio/1.16.0/istio.yaml", "istio-system"),
-    ("knative-serving/1.16.0/serving-crds.yaml", None),
-    ("knative-serving/1.16.0/serving-core.yaml", "knative-serving"),
-    ("net-istio/1.16.0/net-istio.yaml", "knative-serving"),
-    ("kserve/0.14.1/kserve.yaml", "kserve"),
-    ("kserve/0.14.1/kserve-cluster-resources.yaml", None),
+    ("cert-manager", "cert_manager_version", "cert-manager.yaml", "cert-manager"),
+    ("net-istio", "istio_version", "istio.yaml", "istio-system"),
+    ("knative-serving", "knative_version", "serving-crds.yaml", None),
+    ("knative-serving", "knative_version", "serving-core.yaml", "knative-serving"),
+    ("net-istio", "knative_version", "net-istio.yaml", "knative-serving"),
+    ("kserve", "kserve_version", "kserve.yaml", "kserve"),
+    ("kserve", "kserve_version", "kserve-cluster-resources.yaml", None),
 ]
 
 
@@ -105,8 +110,9 @@ class Bench:
         return run([TOOLS / "kubectl", f"--kubeconfig={self.kubeconfig}", *args], env=self.env)
 
     def kubectl_install(self):
-        for name, namespace in KUBECTL_STEPS:
-            self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(self.mirror / name))
+        for component, version_variable, name, namespace in KUBECTL_STEPS:
+            path = self.mirror / mirror_path("", component, role_default(version_variable), name)
+            self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
             self.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=300s")
             if namespace:
                 self.kubectl(
@@ -123,7 +129,7 @@ class Bench:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kubeconfig", help="cluster to use (default: start the local control plane)")
-    parser.add_argument("--mirror", default="/work/shared/upstream", type=pathlib.Path)
+    parser.add_argument("--mirror", default=UPSTREAM_DIR, type=pathlib.Path)
     parser.add_argument("--domain", default="127.0.0.1.sslip.io")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--json", type=pathlib.Path, help="also write the numbers here")

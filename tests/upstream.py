@@ -11,6 +11,7 @@ from ansible_collections.kserve_ansible.serving.plugins.module_utils.releases im
 
 from devcluster.cluster import REPO_ROOT
 
+# The one setting for where the mirror is: every test reads it from here.
 UPSTREAM_DIR = pathlib.Path(os.environ.get("KSA_UPSTREAM_DIR", REPO_ROOT.parent / "shared" / "upstream"))
 
 
@@ -18,6 +19,11 @@ def role_default(variable: str):
     """The default of a role's version pin (kserve_version: roles/kserve/defaults/main.yml)."""
     defaults = REPO_ROOT / "roles" / variable.removesuffix("_version") / "defaults" / "main.yml"
     return yaml.safe_load(defaults.read_text())[variable]
+
+
+def default_release_path(component: str, version_variable: str, *parts: str) -> pathlib.Path:
+    """A file of a component's release in the mirror, at its role's default version (catalog layout)."""
+    return UPSTREAM_DIR / mirror_path("", component, role_default(version_variable), *parts)
 
 
 # Every CustomResourceDefinition the four platforms install, at the roles' default releases.

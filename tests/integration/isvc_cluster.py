@@ -4,7 +4,6 @@ the official client (the modules under test use kubernetes.core's)."""
 
 from __future__ import annotations
 
-import pathlib
 import time
 
 import yaml
@@ -12,8 +11,10 @@ from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import 
 from kubernetes import client as k8s
 from kubernetes import config as kube_config
 
+from tests.upstream import default_release_path
+
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
-KSERVE_MANIFEST = pathlib.Path("/work/shared/upstream/kserve/0.14.1/kserve.yaml")  # read-only mirror
+KSERVE_MANIFEST = default_release_path("kserve", "kserve_version", "kserve.yaml")  # read-only mirror
 DEFAULT_IMAGE = "example.com/echo-model:1.0"  # runs on any fake node (kwok); not our model server
 
 

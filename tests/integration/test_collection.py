@@ -30,12 +30,15 @@ import yaml
 
 from devcluster.cluster import BIN_DIR
 from tests.helpers import ROOT, recap
+from tests.upstream import UPSTREAM_DIR, default_release_path
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 BIN = pathlib.Path(sys.executable).parent
-MIRROR = pathlib.Path("/work/shared/upstream")
-ISVC_CRD = MIRROR / "kserve/0.14.1/charts/kserve-crd/templates/serving.kserve.io_inferenceservices.yaml"
+MIRROR = UPSTREAM_DIR
+ISVC_CRD = default_release_path(
+    "kserve", "kserve_version", "charts/kserve-crd/templates/serving.kserve.io_inferenceservices.yaml"
+)
 GOOD, DEAD = "kserve-local", "unreachable"
 DEAD_SERVER = "https://127.0.0.1:9"  # the discard port: nothing listens, connections are refused at once
 NAMESPACE, ISVC = "collection-fqcn", "fqcn-echo"

@@ -11,7 +11,6 @@ answers are wrong is rolled back too; `models_state=absent` deletes what the rol
 from __future__ import annotations
 
 import json
-import pathlib
 import threading
 import time
 from collections import Counter
@@ -21,10 +20,11 @@ import requests
 import yaml
 
 from tests.helpers import ROOT, recap, run_playbook
+from tests.upstream import UPSTREAM_DIR
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-MIRROR = pathlib.Path("/work/shared/upstream")
+MIRROR = UPSTREAM_DIR
 NAMESPACE = "kserve-test"
 CUSTOM = "kserve-custom-model-logger"
 HF = "huggingface-distilbert"
@@ -33,8 +33,6 @@ GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 
 # Requests answered during each rollout (test name -> [(HTTP status, revision)]), for the last test.
 ROLLOUT_TRAFFIC: dict[str, list[tuple[int, str]]] = {}
-
-needs_mirror = pytest.mark.skipif(not (MIRROR / "index.json").is_file(), reason="no upstream mirror")
 
 
 def playbook(cluster, *args, tags=None, path="site.yml"):
@@ -138,7 +136,6 @@ def demo(cluster):
     ok(playbook(cluster, path="playbooks/uninstall.yml"))
 
 
-@needs_mirror
 class TestModelsRole:
     def test_site_serves_both_models_and_smoke_tests_the_one_that_runs(self, demo, custom_api):
         out = flat(demo.stdout)

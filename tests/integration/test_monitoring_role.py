@@ -15,12 +15,13 @@ from __future__ import annotations
 import pytest
 
 from tests.cluster_plugin import wait_for
-from tests.helpers import ROOT, recap, run_playbook
+from tests.helpers import recap, run_playbook
 from tests.monitoring.role_render import render_template
+from tests.upstream import UPSTREAM_DIR
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-MIRROR = ROOT.parent / "shared" / "upstream"
+MIRROR = UPSTREAM_DIR
 NAMESPACE = "kserve-monitoring"
 DEPLOYMENTS = {"prometheus", "grafana", "kserve-logger-sink", "loki"}
 LOGGING = {"kserve-logger-sink", "loki"}
@@ -28,11 +29,7 @@ CLUSTER_ROLES = {f"{NAMESPACE}-prometheus", f"{NAMESPACE}-promtail"}
 
 
 def monitoring(cluster, *args, check=False):
-    extra = ["-e", "monitoring_wait=false"]
-    if (MIRROR / "index.json").is_file():
-        extra += ["-e", f"kserve_ansible_mirror_dir={MIRROR}"]
-    else:
-        extra += ["-e", "monitoring_knative_dashboards_enabled=false"]  # no network here
+    extra = ["-e", "monitoring_wait=false", "-e", f"kserve_ansible_mirror_dir={MIRROR}"]
     result = run_playbook(
         "playbooks/monitoring.yml", *extra, *args, kubeconfig=cluster.kubeconfig, check=check, timeout=600
     )
@@ -91,15 +88,14 @@ class TestMonitoringRole:
         config = core.read_namespaced_config_map("prometheus-config", NAMESPACE).data["prometheus.yml"]
         # what the real-Prometheus tests scrape with
         assert config == render_template("prometheus-config.yaml.j2")
-        if (MIRROR / "index.json").is_file():
-            knative = core.read_namespaced_config_map("grafana-dashboards-knative", NAMESPACE).data
-            assert sorted(knative) == [
-                "knative-control-plane-efficiency.json",
-                "knative-reconciler.json",
-                "knative-revision-cpu-memory-metrics.json",
-                "knative-scaling.json",
-                "knative-serving-http-requests.json",
-            ]
+        knative = core.read_namespaced_config_map("grafana-dashboards-knative", NAMESPACE).data
+        assert sorted(knative) == [
+            "knative-control-plane-efficiency.json",
+            "knative-reconciler.json",
+            "knative-revision-cpu-memory-metrics.json",
+            "knative-scaling.json",
+            "knative-serving-http-requests.json",
+        ]
 
         def every_deployment_has_its_pod():
             pods = core.list_namespaced_pod(NAMESPACE).items

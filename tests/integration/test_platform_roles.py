@@ -9,17 +9,17 @@ reverse order leaves the cluster as it was.
 """
 
 import json
-import pathlib
 import shutil
 
 import pytest
 
 from devcluster.cluster import BIN_DIR
 from tests.helpers import recap, run_playbook
+from tests.upstream import UPSTREAM_DIR
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-MIRROR = pathlib.Path("/work/shared/upstream")
+MIRROR = UPSTREAM_DIR
 COMPONENTS = ["cert_manager", "istio", "knative", "kserve"]
 # What each component adds to a cluster: namespaces and the API groups of its CRDs.
 FOOTPRINT = {
@@ -45,8 +45,6 @@ STATE = {
     "knative": "knative_state",
     "kserve": "kserve_state",
 }
-
-needs_mirror = pytest.mark.skipif(not (MIRROR / "index.json").is_file(), reason="no upstream mirror")
 
 
 def snapshot(api_client):
@@ -110,7 +108,6 @@ def baseline(cluster, api):
     return snapshot(api)
 
 
-@needs_mirror
 class TestPlatformRoles:
     def test_preflight_passes_on_the_local_cluster_and_names_what_is_missing(self, cluster):
         ok(run_playbook("site.yml", "--tags", "preflight", kubeconfig=cluster.kubeconfig))

@@ -8,8 +8,9 @@ from typing import ClassVar
 import pytest
 from ansible_collections.kserve_ansible.serving.plugins.module_utils import manifests as m
 
-UPSTREAM = pathlib.Path("/work/shared/upstream")
-needs_mirror = pytest.mark.skipif(not (UPSTREAM / "index.json").is_file(), reason="no upstream mirror here")
+from tests.upstream import UPSTREAM_DIR
+
+UPSTREAM = UPSTREAM_DIR
 
 TWO_DOCS = b"""\
 # a comment before the first document
@@ -263,7 +264,6 @@ class TestClusterAnswers:
         assert m.would_change(None, dry_run)
 
 
-@needs_mirror
 class TestUpstreamFiles:
     """The real release files behave as the roles expect (read from the mirror, never copied)."""
 
