@@ -29,6 +29,7 @@ CACHE = pathlib.Path(os.environ.get("KSA_CACHE", "~/.cache/kserve-ansible")).exp
 BIN_DIR = CACHE / "bin"
 DEFAULT_DOMAIN = "127.0.0.1.sslip.io"
 SERVICE_CIDR = "10.0.0.0/24"
+KWOK_STAGES = pathlib.Path(__file__).resolve().parent / "kwok-stages.yaml"
 FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 COMPONENTS = (
     "etcd",
@@ -254,6 +255,9 @@ class LocalCluster:
                 # let the node lifecycle controller mark busy nodes NotReady (and their pods unready).
                 "--node-lease-duration-seconds=40",
                 "--node-ip=127.0.0.1",
+                # kwok's default pod stages plus one that gives a pod the node controller marked unready
+                # (after an API server or etcd outage) its Ready condition back, as its kubelet would.
+                f"--config={KWOK_STAGES}",
             ], {}
         if name == "simulator":
             return [

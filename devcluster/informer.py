@@ -1,7 +1,11 @@
 """A small informer: list + watch one resource kind into an in-memory cache, calling back on every change.
 
 Resilient on purpose: a dropped or expired watch re-lists, a kind whose CRD is not installed yet is retried
-every few seconds, so the simulator can start before any platform is installed.
+every few seconds, so the simulator can start before any platform is installed. When the API server cannot
+be reached (it or etcd is down or restarting), the informer re-lists and re-watches forever, waiting a bounded
+exponential backoff between attempts (0.5 s doubling up to 10 s); it logs the first failure of an outage and
+the resume (after how long), not every attempt. The re-list replays every object to `on_change`, so changes
+made during the outage are reconciled.
 """
 
 from __future__ import annotations
@@ -15,6 +19,11 @@ from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
 log = logging.getLogger("simulator.informer")
+
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 10.0  # seconds between attempts while the API server cannot be reached
+WATCH_SECONDS = 300  # the API server ends each watch after this long; we then re-watch from our version
+# No byte from the API server for this long: the connection is dead (a watch ends by WATCH_SECONDS).
+READ_TIMEOUT = WATCH_SECONDS + 30
 
 Key = tuple[str, str]  # (namespace or "", name)
 
@@ -65,23 +74,26 @@ class Informer(threading.Thread):
         return obj if isinstance(obj, dict) else self.api.sanitize_for_serialization(obj)
 
     def run(self) -> None:
+        backoff = Backoff(self.kind)
         while True:
             try:
                 version = self._relist()
+                backoff.succeeded()
                 self._watch(version)
             except ApiException as error:
                 if error.status == 404:  # the CRD is not installed (yet)
+                    backoff.succeeded()
                     self.synced.set()
                     time.sleep(self.missing_retry)
-                elif error.status != 410:  # 410 Gone: our resourceVersion expired, re-list at once
-                    log.warning("%s: %s", self.kind, error.reason)
-                    time.sleep(1)
-            except Exception as error:  # a dropped connection or the API server restarting
-                log.warning("%s watch failed: %s", self.kind, error)
-                time.sleep(1)
+                elif error.status == 410:  # Gone: our resourceVersion expired, re-list at once
+                    continue
+                else:  # e.g. 503/504 while etcd is down, or 403 while a restarted API server loads RBAC
+                    backoff.failed(f"{error.status} {error.reason}")
+            except Exception as error:  # a refused or dropped connection: the API server is down/restarting
+                backoff.failed(str(error))
 
     def _relist(self) -> str:
-        listing = self._to_dict(self.list_call(**self.list_kwargs))
+        listing = self._to_dict(self.list_call(**self.list_kwargs, _request_timeout=(10, READ_TIMEOUT)))
         fresh = {key_of(item): item for item in listing.get("items", [])}
         with self._lock:
             gone = [obj for key, obj in self.cache.items() if key not in fresh]
@@ -95,7 +107,11 @@ class Informer(threading.Thread):
 
     def _watch(self, version: str) -> None:
         stream = watch.Watch().stream(
-            self.list_call, resource_version=version, timeout_seconds=300, **self.list_kwargs
+            self.list_call,
+            resource_version=version,
+            timeout_seconds=WATCH_SECONDS,
+            _request_timeout=(10, READ_TIMEOUT),
+            **self.list_kwargs,
         )
         for event in stream:
             if event["type"] == "ERROR":
@@ -109,3 +125,32 @@ class Informer(threading.Thread):
                 else:
                     self.cache[key_of(obj)] = obj
             self.on_change(obj, deleted)
+
+
+class Backoff:
+    """Waits between failed attempts of one informer (bounded exponential backoff) and says, once per outage,
+    that the API server is lost and when the informer is back."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.delay = BACKOFF_FIRST
+        self.failures = 0
+        self.since = 0.0
+
+    def failed(self, error: str) -> None:
+        if self.failures == 0:
+            self.since = time.monotonic()
+            log.warning("%s: list/watch failed, retrying until the API server answers: %s", self.kind, error)
+        self.failures += 1
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 2, BACKOFF_MAX)
+
+    def succeeded(self) -> None:
+        if self.failures:
+            log.info(
+                "%s: list/watch resumed after %d failed attempts (%.0f s)",
+                self.kind,
+                self.failures,
+                time.monotonic() - self.since,
+            )
+        self.failures, self.delay = 0, BACKOFF_FIRST

@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 
+import urllib3
 from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.rest import ApiException
@@ -248,6 +249,9 @@ class Simulator:
             except ApiException as error:  # e.g. an invalid pod spec: said once per retry, in one line
                 log.warning("reconciling %s failed (retrying in 5s): %s %s", key, error.status, error.body)
                 self.queue.add(key, 5.0)
+            except urllib3.exceptions.HTTPError as error:  # the API server is down: the informers say so too
+                log.warning("reconciling %s failed (retrying in 5s): %s", key, error)
+                self.queue.add(key, 5.0)
             except Exception:
                 log.exception("reconciling %s failed; retrying in 5s", key)
                 self.queue.add(key, 5.0)
@@ -297,6 +301,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Its per-attempt "Retrying ..." lines while the API server is down: the informers report the outage.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     api = kube_config.new_client_from_config(config_file=args.kubeconfig)
     simulator = Simulator(api, args.ingress_port, args.default_domain, args.state_dir, args.delay)
 

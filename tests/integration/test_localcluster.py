@@ -86,6 +86,35 @@ def test_a_deployment_becomes_available(local_cluster, namespace):
     assert all(p.spec.node_name.startswith("kwok-node-") for p in pods)
 
 
+def test_a_pod_the_node_controller_marked_not_ready_is_ready_again_on_its_ready_node(
+    local_cluster, namespace
+):
+    """After an API server or etcd outage, the node lifecycle controller marks the pods of nodes whose lease
+    went stale Ready=False (MarkPodsNotReady: that condition only). A kubelet writes Ready=True again once it
+    reaches the API server; kwok's stage does here, so Deployments become available again."""
+    apps = client.AppsV1Api(local_cluster.api_client())
+    core = client.CoreV1Api(local_cluster.api_client())
+    apps.create_namespaced_deployment(namespace, _deployment("web", "100m"))
+
+    def available():
+        return apps.read_namespaced_deployment_status("web", namespace).status.available_replicas == 2
+
+    wait_for(available, 60, "Deployment web Available with 2 replicas")
+    pod = core.list_namespaced_pod(namespace, label_selector="app=web").items[0]
+    for condition in pod.status.conditions:
+        if condition.type == "Ready":
+            condition.status = "False"  # what the node lifecycle controller writes, with an update
+    core.replace_namespaced_pod_status(pod.metadata.name, namespace, pod)
+    wait_for(lambda: not available(), 30, "the Deployment to count the pod unavailable")
+
+    def pod_ready():
+        conditions = core.read_namespaced_pod_status(pod.metadata.name, namespace).status.conditions
+        return {c.type: c.status for c in conditions}.get("Ready") == "True"
+
+    wait_for(pod_ready, 30, f"pod {pod.metadata.name} Ready again")
+    wait_for(available, 30, "Deployment web Available with 2 replicas again")
+
+
 def test_a_deployment_asking_for_100_cpus_stays_pending_with_a_failed_scheduling_event(
     local_cluster, namespace
 ):
