@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import pytest
 from ansible_collections.kserve_ansible.serving.plugins.module_utils import manifests as m
+from ansible_collections.kserve_ansible.serving.plugins.module_utils.releases import mirror_path
 
 from tests.upstream import UPSTREAM_DIR
 
@@ -272,7 +273,8 @@ class TestUpstreamFiles:
 
     def mirror_source(self, component, version, name, **kwargs):
         sha = self.index()[component][version][name]["sha256"]
-        return m.ManifestSource(path=str(UPSTREAM / component / version / name), sha256=sha, **kwargs)
+        path = mirror_path(str(UPSTREAM), component, version, name)
+        return m.ManifestSource(path=path, sha256=sha, **kwargs)
 
     def test_knative_crds_are_not_applied_twice(self):
         crds = self.mirror_source("knative-serving", "1.16.0", "serving-crds.yaml")
