@@ -29,6 +29,9 @@ CACHE = pathlib.Path(os.environ.get("KSA_CACHE", "~/.cache/kserve-ansible")).exp
 BIN_DIR = CACHE / "bin"
 DEFAULT_DOMAIN = "127.0.0.1.sslip.io"
 SERVICE_CIDR = "10.0.0.0/24"
+# How long the node lifecycle controller waits for a node's lease or status before it marks the node NotReady
+# and its pods Ready=False (Kubernetes' default, stated so tests can outlast it).
+NODE_MONITOR_GRACE_SECONDS = 50
 KWOK_STAGES = pathlib.Path(__file__).resolve().parent / "kwok-stages.yaml"
 FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 COMPONENTS = (
@@ -237,6 +240,7 @@ class LocalCluster:
                 *common,
                 f"--secure-port={ports['controller_manager']}",
                 "--use-service-account-credentials=true",
+                f"--node-monitor-grace-period={NODE_MONITOR_GRACE_SECONDS}s",
                 f"--service-account-private-key-file={files['sa_key']}",
                 f"--root-ca-file={files['ca']}",
                 f"--cluster-signing-cert-file={files['ca']}",
