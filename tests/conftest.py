@@ -11,8 +11,14 @@ import subprocess
 import sys
 
 import pytest
+from ansible.plugins.loader import init_plugin_loader
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# Ansible's collection loader, configured once, before any test imports a collection: a collection package
+# imported before the loader is installed has no collection metadata, and every later import of its plugins
+# through the loader (as tests that template with Ansible's own Templar install it) fails.
+init_plugin_loader([str(ROOT / "collections")])
 
 pytest_plugins = ["tests.cluster_plugin"]
 

@@ -15,13 +15,15 @@ import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import init_plugin_loader
 from ansible.template import Templar, trust_as_template
+from ansible.utils.collection_loader import AnsibleCollectionConfig
 
 ROLE = pathlib.Path(__file__).resolve().parents[2] / "roles" / "monitoring"
 
 
 @functools.cache
 def _load_plugins_once() -> None:
-    init_plugin_loader()
+    if not AnsibleCollectionConfig.collection_finder:  # tests/conftest.py configures it under pytest
+        init_plugin_loader()
 
 
 def _templar(**overrides: Any) -> Templar:
