@@ -11,18 +11,16 @@ The test `version_pin` is in test_plugins/releases.py (the collection's plugins/
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.kserve_ansible.serving.plugins.module_utils import releases
+
+from ..module_utils import releases
 
 
 def version_problem(value, variable, extra_releases=None):
     """'' when `value` is a supported release for the pin `variable`, else what is wrong with it."""
-    if variable not in releases.VERSION_PINS:
-        raise AnsibleFilterError(f"{variable} is not a version pin ({', '.join(releases.VERSION_PINS)})")
-    return releases.version_problem(variable, value, extra_releases)
-
-
-def version_pin(value, variable, extra_releases=None):
-    return version_problem(value, variable, extra_releases) == ""
+    try:
+        return releases.version_problem(variable, value, extra_releases)
+    except releases.ReleaseError as exc:
+        raise AnsibleFilterError(str(exc)) from exc
 
 
 def release_chart(component, chart, version, mirror_dir=""):

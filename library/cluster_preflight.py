@@ -99,11 +99,12 @@ problems:
 import json
 import traceback
 
-from ansible_collections.kserve_ansible.serving.plugins.module_utils import preflight
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
+
+from ..module_utils import preflight
 
 REQUIREMENTS = {
     "min_kubernetes_version": {"type": "str", "default": "1.28.0"},

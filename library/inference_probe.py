@@ -264,25 +264,26 @@ would_send:
 import copy
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_isvc import (
+from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
+
+from ..module_utils.k8s_isvc import (
     KServeMissing,
     inference_service_resource,
 )
-from ansible_collections.kserve_ansible.serving.plugins.module_utils.probe import (
+from ..module_utils.probe import (
     ProbeInputError,
     build_request,
     judge,
     validate_expectations,
 )
-from ansible_collections.kserve_ansible.serving.plugins.module_utils.probe_http import (
+from ..module_utils.probe_http import (
     Sender,
     requests,
     resolve_target,
 )
-from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
 
 try:
     from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError

@@ -185,18 +185,19 @@ failure_kinds:
 import copy
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_isvc import (
+from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
+from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
+
+from ..module_utils.k8s_isvc import (
     KServeMissing,
     WaitFailed,
     WaitSettings,
     read_readiness,
     wait_for_inference_service,
 )
-from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_watch import WatchError
-from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
+from ..module_utils.k8s_watch import WatchError
 
 try:
     from kubernetes.dynamic.exceptions import DynamicApiError

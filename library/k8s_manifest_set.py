@@ -223,12 +223,13 @@ import traceback
 
 from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.urls import open_url
-from ansible_collections.kserve_ansible.serving.plugins.module_utils import k8s_api, k8s_delete, manifests
-from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_apply import Applier
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
+
+from ..module_utils import k8s_api, k8s_delete, manifests
+from ..module_utils.k8s_apply import Applier
 
 SOURCE_SPEC = {
     "name": {"type": "str"},

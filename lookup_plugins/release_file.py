@@ -49,7 +49,8 @@ from ansible.errors import AnsibleLookupError
 from ansible.module_utils.common.text.converters import to_text
 from ansible.module_utils.urls import open_url
 from ansible.plugins.lookup import LookupBase
-from ansible_collections.kserve_ansible.serving.plugins.module_utils import manifests
+
+from ..module_utils import manifests
 
 
 def _flatten(terms):

@@ -9,7 +9,7 @@ import contextlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 
-from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_kinds import Kinds
+from .k8s_kinds import Kinds
 
 with contextlib.suppress(ImportError):  # a missing client library is reported by the module's checks
     from kubernetes.dynamic.exceptions import NotFoundError

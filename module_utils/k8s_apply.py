@@ -10,9 +10,9 @@ dry-run answer differs from the live object.
 import contextlib
 import time
 
-from ansible_collections.kserve_ansible.serving.plugins.module_utils import manifests as m
-from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_api import reason
-from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_waits import (
+from . import manifests as m
+from .k8s_api import reason
+from .k8s_waits import (
     wait_established,
     wait_rolled_out,
 )

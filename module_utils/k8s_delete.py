@@ -8,8 +8,8 @@ run; finalizers still holding them after half the timeout are stripped.
 import contextlib
 import time
 
-from ansible_collections.kserve_ansible.serving.plugins.module_utils import manifests as m
-from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_waits import wait_gone
+from . import manifests as m
+from .k8s_waits import wait_gone
 
 with contextlib.suppress(ImportError):  # a missing client library is reported by the module's checks
     from kubernetes.dynamic.exceptions import NotFoundError

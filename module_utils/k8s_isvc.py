@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ansible_collections.kserve_ansible.serving.plugins.module_utils.isvc_status import (
+from .isvc_status import (
     ISVC_POD_LABEL,
     Evidence,
     Finding,
@@ -24,7 +24,7 @@ from ansible_collections.kserve_ansible.serving.plugins.module_utils.isvc_status
     render_findings,
     summarize,
 )
-from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_watch import ObjectWatch
+from .k8s_watch import ObjectWatch
 
 try:
     from kubernetes.client import CoreV1Api

@@ -4,8 +4,8 @@ is still pending and why."""
 
 import time
 
-from ansible_collections.kserve_ansible.serving.plugins.module_utils import manifests as m
-from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_api import CRD_KIND
+from . import manifests as m
+from .k8s_api import CRD_KIND
 
 
 def poll(api, pending, is_done, describe_pending, what, interval):

@@ -20,7 +20,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from ansible_collections.kserve_ansible.serving.plugins.module_utils import releases
+from . import releases
 
 try:
     import yaml

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from ansible_collections.kserve_ansible.serving.plugins.module_utils.probe import Outcome
+from .probe import Outcome
 
 try:
     import requests

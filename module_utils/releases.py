@@ -166,6 +166,8 @@ def version_problem(variable, value, extra=None):
     A pin must be a string X.Y.Z (argument specs' `type: str` silently turns a list or a number into a string)
     and a release of every component it pins.
     """
+    if variable not in VERSION_PINS:
+        raise ReleaseError(f"{variable} is not a version pin ({', '.join(VERSION_PINS)})")
     example = supported_versions(VERSION_PINS[variable][0])[-1]
     if not isinstance(value, str) or not re.match(VERSION_PATTERN, value):
         shown = repr(value) if isinstance(value, str) else f"{value!r} ({type(value).__name__})"

@@ -5,12 +5,17 @@
 
 from __future__ import annotations
 
-from ansible_collections.kserve_ansible.serving.plugins.filter.releases import version_problem
+from ansible.errors import AnsibleError
+
+from ..module_utils import releases
 
 
 def version_pin(value, variable, extra_releases=None):
     """True when `value` is a supported release for the pin `variable` (see the filter version_problem)."""
-    return version_problem(value, variable, extra_releases) == ""
+    try:
+        return releases.version_problem(variable, value, extra_releases) == ""
+    except releases.ReleaseError as exc:
+        raise AnsibleError(str(exc)) from exc
 
 
 class TestModule:

@@ -51,6 +51,17 @@ def test_module_utils_import_by_their_collection_name(name):
     assert pathlib.Path(module.__file__).resolve() == (ROOT / "module_utils" / f"{name}.py").resolve()
 
 
+SOURCES = sorted([*ROOT.glob("library/*.py"), *ROOT.glob("module_utils/*.py"), *ROOT.glob("*_plugins/*.py")])
+
+
 def test_no_code_uses_the_old_module_utils_path():
-    sources = [*ROOT.glob("library/*.py"), *ROOT.glob("module_utils/*.py"), *ROOT.glob("*_plugins/*.py")]
-    assert [str(p) for p in sources if "ansible.module_utils.kserve_ansible" in p.read_text()] == []
+    assert [str(p) for p in SOURCES if "ansible.module_utils.kserve_ansible" in p.read_text()] == []
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_our_python_imports_our_python_relatively(path):
+    """Relative imports (`from ..module_utils.x import y` in library/ and *_plugins/, `from .x import y` in
+    module_utils/) name the same file in the repository tree and in the collection (plugins/modules and
+    plugins/module_utils are siblings there as library/ and module_utils/ are here), so any tool that reads
+    the tree follows them; an absolute collection name resolves only with collections/ on the path."""
+    assert "ansible_collections.kserve_ansible" not in path.read_text()

@@ -406,13 +406,13 @@ def module_docs(name):
 
 
 def test_module_documentation_matches_its_arguments():
-    import importlib.util
+    import importlib
 
     docs = module_docs("k8s_manifest_set")
     assert docs["EXAMPLES"] and docs["RETURN"]
-    spec = importlib.util.spec_from_file_location("k8s_manifest_set", "library/k8s_manifest_set.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = importlib.import_module(
+        "ansible_collections.kserve_ansible.serving.plugins.modules.k8s_manifest_set"
+    )
     from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 
     own = set(module.argument_spec()) - set(AUTH_ARG_SPEC)

@@ -145,7 +145,8 @@ def test_totals_count_schedulable_nodes_only():
 
 
 def test_module_documentation_matches_its_arguments():
-    from library import cluster_preflight
+    from ansible_collections.kserve_ansible.serving.plugins.modules import cluster_preflight
+
     from tests.unit.test_manifests import module_docs
 
     docs = module_docs("cluster_preflight")
