@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import shutil
 import sys
 import time
@@ -32,7 +33,8 @@ SERVICE_CIDR = "10.0.0.0/24"
 # How long the node lifecycle controller waits for a node's lease or status before it marks the node NotReady
 # and its pods Ready=False (Kubernetes' default, stated so tests can outlast it).
 NODE_MONITOR_GRACE_SECONDS = 50
-KWOK_STAGES = pathlib.Path(__file__).resolve().parent / "kwok-stages.yaml"
+KWOK_STAGES = pathlib.Path(__file__).resolve().parent / "kwok-stages.yaml"  # ours, added to kwok's defaults
+VERSIONS_ENV = pathlib.Path(__file__).resolve().parent / "gotools" / "versions.env"
 FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 COMPONENTS = (
     "etcd",
@@ -95,6 +97,25 @@ def _binary(name: str) -> str:
             "(`make tools` or `bash devcluster/gotools/build.sh`)"
         )
     return str(path)
+
+
+def kwok_stage_config(directory: pathlib.Path) -> pathlib.Path:
+    """kwok's pod stages for `kwok --config`: giving kwok any pod stage replaces its built-in ones, so its
+    own defaults are read from the source of the kwok module the binary was built from (the Go module cache
+    of devcluster/gotools/build.sh, kwok's `kustomize/stage/pod/fast`) and ours (KWOK_STAGES) follow them.
+    Nothing of kwok's is kept in this repository."""
+    pins = dict(
+        line.split("=", 1) for line in VERSIONS_ENV.read_text().splitlines() if re.match(r"^[A-Z_]+=", line)
+    )
+    gomod = pathlib.Path(os.environ.get("GOMODCACHE", CACHE / "gomod"))
+    defaults = gomod / f"sigs.k8s.io/kwok@{pins['KWOK_VERSION']}" / "kustomize" / "stage" / "pod" / "fast"
+    try:
+        stages = [(defaults / f"pod-{stage}.yaml").read_text() for stage in ("ready", "complete", "delete")]
+    except OSError as error:
+        raise ClusterError(f"kwok's default pod stages are missing ({error}): run `make tools`") from error
+    path = directory / "kwok-stages.yaml"
+    path.write_text("\n---\n".join([*stages, KWOK_STAGES.read_text()]))
+    return path
 
 
 class LocalCluster:
@@ -261,7 +282,7 @@ class LocalCluster:
                 "--node-ip=127.0.0.1",
                 # kwok's default pod stages plus one that gives a pod the node controller marked unready
                 # (after an API server or etcd outage) its Ready condition back, as its kubelet would.
-                f"--config={KWOK_STAGES}",
+                f"--config={kwok_stage_config(self.dir)}",
             ], {}
         if name == "simulator":
             return [
