@@ -7,13 +7,28 @@ it carry `@pytest.mark.cluster`.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
 import pytest
 
-from devcluster.cluster import BIN_DIR, LocalCluster
+from devcluster.cluster import BIN_DIR, REPO_ROOT, LocalCluster
+
+
+def devcluster_cli(state_dir, *args: str) -> subprocess.CompletedProcess:
+    """`python -m devcluster ARGS` on the cluster in `state_dir`, as a user runs it."""
+    env = {**os.environ, "KSA_CLUSTER_DIR": str(state_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "devcluster", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @dataclass(frozen=True)

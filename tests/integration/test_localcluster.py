@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import uuid
 
 import pytest
 import yaml
 from kubernetes import client
 
-from devcluster.cluster import COMPONENTS, REPO_ROOT
+from devcluster.cluster import COMPONENTS
 from devcluster.processes import is_running, listening_ports
-from tests.cluster_plugin import wait_for
+from tests.cluster_plugin import devcluster_cli, wait_for
 from tests.upstream import UPSTREAM_DIR, platform_crds
 
 pytestmark = pytest.mark.cluster
@@ -186,47 +184,35 @@ def test_admission_webhooks_are_not_called(local_cluster, namespace):
         admission.delete_validating_webhook_configuration(name)
 
 
-def _cli(state_dir, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KSA_CLUSTER_DIR": str(state_dir)}
-    return subprocess.run(
-        [sys.executable, "-m", "devcluster", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_up_is_idempotent_a_crash_is_reported_and_down_leaves_nothing_running(tmp_path):
     """A second, private cluster (its own state dir and ports), driven through the command line."""
     state_dir = tmp_path / "cluster"
-    up = _cli(state_dir, "up")
+    up = devcluster_cli(state_dir, "up")
     try:
         assert up.returncode == 0, up.stderr
         assert up.stdout.strip() == str(state_dir / "kubeconfig")
         state = json.loads((state_dir / "cluster.json").read_text())
         assert set(state["pids"]) == set(COMPONENTS)
 
-        again = _cli(state_dir, "up")
+        again = devcluster_cli(state_dir, "up")
         assert again.returncode == 0, again.stderr
         assert json.loads((state_dir / "cluster.json").read_text())["pids"] == state["pids"]
         assert "started" not in again.stderr
 
         os.kill(state["pids"]["kube-scheduler"], signal.SIGKILL)
         wait_for(lambda: not is_running(state["pids"]["kube-scheduler"]), 10, "kube-scheduler to die")
-        status = _cli(state_dir, "status")
+        status = devcluster_cli(state_dir, "status")
         assert status.returncode == 1
         assert any(line.split()[:2] == ["kube-scheduler", "crashed"] for line in status.stdout.splitlines())
 
-        restarted = _cli(state_dir, "up")
+        restarted = devcluster_cli(state_dir, "up")
         assert restarted.returncode == 0, restarted.stderr
         assert "component kube-scheduler" in restarted.stderr and "not running any more" in restarted.stderr
-        assert _cli(state_dir, "status").returncode == 0
+        assert devcluster_cli(state_dir, "status").returncode == 0
         state = json.loads((state_dir / "cluster.json").read_text())
     finally:
-        down = _cli(state_dir, "down")
+        down = devcluster_cli(state_dir, "down")
     assert down.returncode == 0, down.stderr
     assert not [name for name, pid in state["pids"].items() if is_running(pid)]
     assert not set(state["ports"].values()) & listening_ports()
-    assert _cli(state_dir, "status").returncode == 3  # not started
+    assert devcluster_cli(state_dir, "status").returncode == 3  # not started

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
@@ -21,7 +20,7 @@ from kubernetes.client.rest import ApiException
 
 from devcluster.cluster import NODE_MONITOR_GRACE_SECONDS, REPO_ROOT
 from devcluster.processes import is_running
-from tests.cluster_plugin import wait_for
+from tests.cluster_plugin import devcluster_cli, wait_for
 from tests.helpers import BIN, recap, run_playbook
 from tests.integration.isvc_cluster import IsvcCluster
 from tests.upstream import UPSTREAM_DIR
@@ -31,18 +30,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 TAGS = "cert_manager,istio"  # two roles with Deployments; istio's starts after cert-manager's are Available
 UNDERWAY = "istio-system"  # the istio role has created its namespace: the converge is half done
 MODELS = "outage-models"
-
-
-def devcluster(state_dir, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KSA_CLUSTER_DIR": str(state_dir)}
-    return subprocess.run(
-        [sys.executable, "-m", "devcluster", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def playbook_args(kubeconfig: str) -> list[str]:
@@ -109,12 +96,12 @@ def unready_inference_services(custom) -> list[str]:
 @pytest.fixture
 def private_cluster(tmp_path):
     state_dir = tmp_path / "cluster"
-    up = devcluster(state_dir, "up")
+    up = devcluster_cli(state_dir, "up")
     assert up.returncode == 0, up.stderr
     try:
         yield state_dir
     finally:
-        down = devcluster(state_dir, "down")
+        down = devcluster_cli(state_dir, "down")
         assert down.returncode == 0, down.stderr
 
 
@@ -144,10 +131,10 @@ def test_a_converge_interrupted_by_an_outage_recovers_after_devcluster_up(
             # nodes NotReady and their pods Ready=False before kwok renews the leases.
             time.sleep(max(0.0, killed + NODE_MONITOR_GRACE_SECONDS + 5 - time.monotonic()))
 
-            restarted = devcluster(state_dir, "up")
+            restarted = devcluster_cli(state_dir, "up")
             assert restarted.returncode == 0, restarted.stderr
             assert f"component {component}" in restarted.stderr and "not running any more" in restarted.stderr
-            assert devcluster(state_dir, "status").returncode == 0
+            assert devcluster_cli(state_dir, "status").returncode == 0
         finally:
             interrupted.wait(timeout=300)
 
