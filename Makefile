@@ -17,8 +17,7 @@ MIRROR ?= $(abspath ../shared/upstream)
 help: ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-PTH := $(VENV)/.kserve-ansible-pth
-setup: $(STAMP) $(PTH) ## create .venv and install everything pinned: requirements/dev.txt and the collections (idempotent)
+setup: $(STAMP) ## create .venv and install everything pinned: requirements/dev.txt and the collections (idempotent)
 
 $(STAMP): $(REQUIREMENTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,12 +25,6 @@ $(STAMP): $(REQUIREMENTS)
 	$(BIN)/pip install --quiet -r requirements/dev.txt -c constraints.txt
 	$(BIN)/python requirements/install_collections.py
 	@rm -f $(VENV)/.installed-*; touch $@
-
-# The venv's Python resolves the project as tooling sees it: the repository (devcluster, tests, bench, model)
-# and the in-repo collection (ansible_collections.kserve_ansible.serving...), through a .pth file.
-$(PTH): $(STAMP)
-	$(BIN)/python -c 'import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "kserve-ansible.pth").write_text("$(CURDIR)\n$(CURDIR)/collections\n")'
-	@touch $@
 
 tools: ## build (or reuse) the local control plane's binaries from the Go module proxy
 	bash devcluster/gotools/build.sh

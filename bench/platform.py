@@ -23,11 +23,13 @@ import subprocess
 import sys
 import time
 
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "collections"))  # the in-repo collection, as pytest's pythonpath has it
+
 from ansible_collections.kserve_ansible.serving.plugins.module_utils.releases import mirror_path
 
 from tests.upstream import UPSTREAM_DIR, role_default
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
 BIN = pathlib.Path(sys.executable).parent
 TOOLS = pathlib.Path(os.environ.get("KSA_CACHE", pathlib.Path.home() / ".cache" / "kserve-ansible")) / "bin"
 COMPONENTS = ["cert_manager", "istio", "knative", "kserve"]
