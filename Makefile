@@ -29,7 +29,8 @@ $(STAMP): $(REQUIREMENTS)
 tools: ## build (or reuse) the local control plane's binaries from the Go module proxy
 	bash devcluster/gotools/build.sh
 
-system-deps: ## Debian packages the tests use (a real Prometheus for the monitoring tests)
+system-deps: ## Debian packages: the local cluster's (nftables, iproute2) and a real Prometheus for the monitoring tests
+	bash devcluster/install_system_deps.sh
 	bash tests/monitoring/install_prometheus.sh
 
 lint: setup ## quality gates: yamllint, ruff, ansible-lint (production), syntax check, ansible-test sanity
@@ -50,14 +51,17 @@ sanity: setup ## ansible-test sanity on the built collection (part of lint; firs
 unit: setup ## fast tests (no cluster)
 	pytest -m "not cluster" -q
 
-test: setup tools system-deps lint ## the whole test suite: gates + unit + cluster tests + molecule scenarios
-	pytest -q
-	molecule --base-config .config/molecule/config.yml test --all
+# The site scenario converges every role (with idempotence and verify); the per-component scenarios repeat
+# what tests/integration/test_platform_roles.py covers and take ~20 min more with the real controllers, so
+# they run with `make molecule` (all seven) rather than in every `make test`.
+test: setup tools system-deps lint ## the whole test suite: gates + unit + cluster tests + the site molecule scenario
+	bash tests/run_lanes.sh
 
 molecule: setup tools ## molecule scenarios only (each on a fresh local cluster): make molecule S=knative
 	molecule --base-config .config/molecule/config.yml test $(if $(S),-s $(S),--all)
 
 cluster-up: setup tools ## start the local control plane (idempotent); prints how to use it
+	bash devcluster/install_system_deps.sh
 	$(BIN)/python -m devcluster up
 
 cluster-down: ## stop the local control plane, leaving nothing running

@@ -19,19 +19,16 @@ import json
 import os
 import pathlib
 import statistics
-import subprocess
 import sys
-import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "collections"))  # the in-repo collection, as pytest's pythonpath has it
 
 from ansible_collections.kserve_ansible.serving.plugins.module_utils.releases import mirror_path
 
+from bench.common import BIN, TOOLS, run, timed
 from tests.upstream import UPSTREAM_DIR, role_default
 
-BIN = pathlib.Path(sys.executable).parent
-TOOLS = pathlib.Path(os.environ.get("KSA_CACHE", pathlib.Path.home() / ".cache" / "kserve-ansible")) / "bin"
 COMPONENTS = ["cert_manager", "istio", "knative", "kserve"]
 STATE_VARS = ["kserve_state", "knative_state", "istio_state", "cert_manager_state"]
 
@@ -46,21 +43,6 @@ KUBECTL_STEPS = [
     ("kserve", "kserve_version", "kserve.yaml", "kserve"),
     ("kserve", "kserve_version", "kserve-cluster-resources.yaml", None),
 ]
-
-
-def run(cmd, **kwargs):
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)
-    if result.returncode != 0:
-        raise SystemExit(
-            f"failed: {' '.join(map(str, cmd))}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        )
-    return result
-
-
-def timed(function):
-    start = time.monotonic()
-    function()
-    return time.monotonic() - start
 
 
 class Bench:

@@ -1,10 +1,11 @@
-"""`python -m devcluster up|down|status|kubeconfig` — the local control plane's command line."""
+"""`python -m devcluster up|down|status|kubeconfig|usage` — the local control plane's command line."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from devcluster import usage
 from devcluster.cluster import ClusterError, LocalCluster, NodeShape
 
 
@@ -24,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("down", help="stop every component and check that nothing is left running")
     commands.add_parser("status", help="each component: running, crashed (with its last log lines)")
     commands.add_parser("kubeconfig", help="print the admin kubeconfig's path (the cluster must be up)")
+    cost = commands.add_parser("usage", help="CPU and memory of each component's processes (with its pods)")
+    cost.add_argument("--seconds", type=float, default=60, help="interval measured (default %(default)s)")
     args = parser.parse_args(argv)
     cluster = LocalCluster()
     try:
@@ -39,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("local cluster is not up: run `python -m devcluster up`", file=sys.stderr)
                 return 1
             print(cluster.kubeconfig)
+        elif args.command == "usage":
+            return _print_usage(cluster, args.seconds)
     except ClusterError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -60,6 +65,15 @@ def _print_status(cluster: LocalCluster) -> int:
             for line in row.log_tail.splitlines():
                 print(f"    {line}")
     return 1 if broken else 0
+
+
+def _print_usage(cluster: LocalCluster, seconds: float) -> int:
+    if cluster.load() is None:
+        print("local cluster: not started", file=sys.stderr)
+        return 3
+    roots = {row.name: row.pid for row in cluster.status() if row.state == "running"}
+    print(usage.report(usage.measure(roots, seconds), seconds))
+    return 0
 
 
 if __name__ == "__main__":

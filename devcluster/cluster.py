@@ -1,7 +1,9 @@
 """Start, inspect and stop the local control plane.
 
 Components, in start order: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok (fake nodes
-and pod status) and the simulator (devcluster/simulator.py). Each runs detached with its log in
+and pod status), the pod runner (devcluster/pod_runner.py: runs the pods whose images have a local program,
+e.g. the Knative and KServe controllers and webhooks), kube-proxy and CoreDNS (devcluster/podnet.py) and the
+simulator (devcluster/simulator.py: the stand-ins). Each runs detached with its log in
 <state dir>/logs; <state dir>/cluster.json remembers ports, pids and paths. `up` is idempotent: a running
 cluster is reused, a component that died is reported with its last log lines and started again.
 """
@@ -13,28 +15,29 @@ import json
 import os
 import pathlib
 import platform
-import re
 import shutil
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 
 import requests
 import urllib3
+import yaml
 
-from devcluster import pki
+from devcluster import paths, pki, podnet, programs
 from devcluster.processes import Process, free_port, listening_ports
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-CACHE = pathlib.Path(os.environ.get("KSA_CACHE", "~/.cache/kserve-ansible")).expanduser()
-BIN_DIR = CACHE / "bin"
+REPO_ROOT = paths.REPO_ROOT
+CACHE = paths.cache_dir()
+BIN_DIR = paths.bin_dir()
 DEFAULT_DOMAIN = "127.0.0.1.sslip.io"
-SERVICE_CIDR = "10.0.0.0/24"
+# Room for ~4000 Services: each Serverless InferenceService takes 2-3 ClusterIPs (a /24 was full at ~110).
+SERVICE_CIDR = "10.0.0.0/20"
 # How long the node lifecycle controller waits for a node's lease or status before it marks the node NotReady
 # and its pods Ready=False (Kubernetes' default, stated so tests can outlast it).
 NODE_MONITOR_GRACE_SECONDS = 50
 KWOK_STAGES = pathlib.Path(__file__).resolve().parent / "kwok-stages.yaml"  # ours, added to kwok's defaults
-VERSIONS_ENV = pathlib.Path(__file__).resolve().parent / "gotools" / "versions.env"
 FAKE_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 COMPONENTS = (
     "etcd",
@@ -42,8 +45,27 @@ COMPONENTS = (
     "kube-controller-manager",
     "kube-scheduler",
     "kwok",
+    "pod-runner",
+    "kube-proxy",
+    "coredns",
     "simulator",
 )
+
+
+# Cluster DNS for the pods (dnsPolicy ClusterFirst): CoreDNS in the node namespace on the pods' gateway.
+COREFILE = """\
+.:53 {{
+    bind {net.gateway}
+    errors
+    ready {net.node_ip}:8181
+    kubernetes cluster.local in-addr.arpa ip6.arpa {{
+        kubeconfig {kubeconfig}
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+    }}
+    cache 30
+}}
+"""
 
 
 class ClusterError(RuntimeError):
@@ -104,17 +126,28 @@ def kwok_stage_config(directory: pathlib.Path) -> pathlib.Path:
     own defaults are read from the source of the kwok module the binary was built from (the Go module cache
     of devcluster/gotools/build.sh, kwok's `kustomize/stage/pod/fast`) and ours (KWOK_STAGES) follow them.
     Nothing of kwok's is kept in this repository."""
-    pins = dict(
-        line.split("=", 1) for line in VERSIONS_ENV.read_text().splitlines() if re.match(r"^[A-Z_]+=", line)
-    )
-    gomod = pathlib.Path(os.environ.get("GOMODCACHE", CACHE / "gomod"))
+    pins = paths.pins()
+    gomod = paths.gomod_dir()
     defaults = gomod / f"sigs.k8s.io/kwok@{pins['KWOK_VERSION']}" / "kustomize" / "stage" / "pod" / "fast"
     try:
-        stages = [(defaults / f"pod-{stage}.yaml").read_text() for stage in ("ready", "complete", "delete")]
+        stages = [
+            yaml.safe_load((defaults / f"pod-{stage}.yaml").read_text())
+            for stage in ("ready", "complete", "delete")
+        ]
     except OSError as error:
         raise ClusterError(f"kwok's default pod stages are missing ({error}): run `make tools`") from error
+    runner_pod = programs.kwok_runner_query()
+    # kwok's pod-ready (Running and Ready at once) only for pods the runner leaves to kwok
+    stages[0]["spec"]["selector"]["matchExpressions"].append(
+        {"key": runner_pod, "operator": "NotIn", "values": ["true"]}
+    )
+    ours = [doc for doc in yaml.safe_load_all(KWOK_STAGES.read_text()) if doc]
+    for stage in ours:
+        for expression in stage["spec"].get("selector", {}).get("matchExpressions", []):
+            if expression["key"] == "RUNNER_POD":
+                expression["key"] = runner_pod
     path = directory / "kwok-stages.yaml"
-    path.write_text("\n---\n".join([*stages, KWOK_STAGES.read_text()]))
+    path.write_text(yaml.safe_dump_all([*stages, *ours], sort_keys=False, width=1 << 16))
     return path
 
 
@@ -155,6 +188,7 @@ class LocalCluster:
             )
         }
         return {
+            "network": podnet.claim(self.dir).as_dict(),
             "api_url": f"https://127.0.0.1:{ports['apiserver']}",
             "ingress_port": ports["ingress"],
             "domain": os.environ.get("KSA_CLUSTER_DOMAIN", DEFAULT_DOMAIN),
@@ -163,6 +197,13 @@ class LocalCluster:
             "nodes": asdict(shape),
             "components": {},
         }
+
+    def components(self, state: dict) -> tuple[str, ...]:
+        """The components of this cluster, in start order."""
+        return COMPONENTS
+
+    def network(self, state: dict) -> podnet.PodNetwork:
+        return podnet.PodNetwork(**state["network"])
 
     def processes(self, state: dict | None = None) -> dict[str, Process]:
         state = state if state is not None else self.load() or {"components": {}}
@@ -174,8 +215,10 @@ class LocalCluster:
         ca = pki.CertificateAuthority(self.pki_dir)
         server = state["api_url"]
         files: dict[str, str] = {"ca": str(ca.cert_path), "ca_key": str(ca.key_path)}
+        # The API server's certificate also names the host's end of the pod network, where pods reach it.
+        ips = (*pki.API_SERVER_IPS, self.network(state).host_ip)
         crt, key = ca.issue(
-            "apiserver", "kube-apiserver", dns_names=pki.API_SERVER_NAMES, ips=pki.API_SERVER_IPS, server=True
+            "apiserver", "kube-apiserver", dns_names=pki.API_SERVER_NAMES, ips=ips, server=True
         )
         files.update(apiserver_crt=str(crt), apiserver_key=str(key))
         for name in ("kube-controller-manager", "kube-scheduler"):
@@ -193,11 +236,25 @@ class LocalCluster:
             "kube-scheduler": ("system:kube-scheduler", None),
             "kwok": ("kwok", "system:masters"),
             "simulator": ("kserve-ansible-simulator", "system:masters"),
+            "pod-runner": ("system:node:kserve-ansible-pod-runner", "system:masters"),
         }
         for name, (user, group) in identities.items():
             crt, key = ca.issue(f"{name}-client", user, group)
             path = self.kubeconfig if name == "admin" else self.pki_dir / f"{name}.kubeconfig"
             pki.write_kubeconfig(path, server, ca, crt, key, user)
+            files[f"{name}_kubeconfig"] = str(path)
+        # What runs in the pod network reaches the API server through the pod runner's forwarder: the
+        # stand-ins (README "Stand-ins", the simulator's identity), kube-proxy and CoreDNS.
+        forwarder = f"https://{self.network(state).host_ip}:443"
+        inside = {
+            "standin": ("simulator-client", "kserve-ansible-simulator", "system:masters"),
+            "kube-proxy": ("kube-proxy-client", "system:kube-proxy", None),
+            "coredns": ("coredns-client", "system:coredns", "system:masters"),
+        }
+        for name, (cert, user, group) in inside.items():
+            crt, key = ca.issue(cert, user, group)
+            path = self.pki_dir / f"{name}.kubeconfig"
+            pki.write_kubeconfig(path, forwarder, ca, crt, key, user)
             files[f"{name}_kubeconfig"] = str(path)
         files["admin_crt"] = str(self.pki_dir / "admin-client.crt")
         files["admin_key"] = str(self.pki_dir / "admin-client.key")
@@ -238,8 +295,9 @@ class LocalCluster:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={files['sa_pub']}",
                 f"--service-account-signing-key-file={files['sa_key']}",
-                # The platforms' admission webhooks run in fake pods that cannot serve: documented limit.
-                "--disable-admission-plugins=ValidatingAdmissionWebhook,MutatingAdmissionWebhook",
+                # Admission webhooks on (they are by default); a webhook Service is called at one of its
+                # endpoints (pod IP:targetPort on the pod network), as for aggregated APIs.
+                "--enable-aggregator-routing=true",
                 "--profiling=false",
             ], {}
         if name in ("kube-controller-manager", "kube-scheduler"):
@@ -275,7 +333,7 @@ class LocalCluster:
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-annotation-selector={key}={value}",
                 f"--server-address=127.0.0.1:{ports['kwok']}",
-                "--cidr=10.244.0.0/16",
+                f"--cidr={self.network(state).pool}",
                 # Node leases renewed every 10 s, as a kubelet does: status-only heartbeats (every 20-45 s)
                 # let the node lifecycle controller mark busy nodes NotReady (and their pods unready).
                 "--node-lease-duration-seconds=40",
@@ -284,6 +342,40 @@ class LocalCluster:
                 # (after an API server or etcd outage) its Ready condition back, as its kubelet would.
                 f"--config={kwok_stage_config(self.dir)}",
             ], {}
+        if name == "pod-runner":
+            return [
+                sys.executable,
+                "-m",
+                "devcluster.pod_runner",
+                f"--kubeconfig={files['pod-runner_kubeconfig']}",
+                f"--state-dir={self.dir}",
+                f"--api-port={ports['apiserver']}",
+                f"--network={json.dumps(state['network'])}",
+            ], {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+        if name == "kube-proxy":
+            net = self.network(state)
+            return [
+                "ip",
+                "netns",
+                "exec",
+                net.node_netns,
+                _binary("kube-proxy"),
+                f"--kubeconfig={files['kube-proxy_kubeconfig']}",
+                "--proxy-mode=nftables",
+                "--hostname-override=kwok-node-0",
+                f"--cluster-cidr={net.cidr}",
+                # Every Service connection leaves through the node namespace, so replies come back that way
+                # even between two pods on the bridge.
+                "--masquerade-all=true",
+                f"--healthz-bind-address={net.node_ip}:10256",
+                "--metrics-bind-address=127.0.0.1:10249",
+                "--conntrack-max-per-core=0",
+            ], {}
+        if name == "coredns":
+            net = self.network(state)
+            corefile = self.dir / "Corefile"
+            corefile.write_text(COREFILE.format(net=net, kubeconfig=files["coredns_kubeconfig"]))
+            return ["ip", "netns", "exec", net.node_netns, _binary("coredns"), f"-conf={corefile}"], {}
         if name == "simulator":
             return [
                 sys.executable,
@@ -291,7 +383,6 @@ class LocalCluster:
                 "devcluster.simulator",
                 f"--kubeconfig={files['simulator_kubeconfig']}",
                 f"--ingress-port={ports['ingress']}",
-                f"--default-domain={state['domain']}",
                 f"--state-dir={self.dir}",
             ], {"PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
         raise ValueError(name)
@@ -315,6 +406,16 @@ class LocalCluster:
             "kwok": (f"http://127.0.0.1:{ports['kwok']}/healthz", None, None),
             "simulator": (f"http://127.0.0.1:{ports['ingress']}/.simulator/ready", None, None),
         }
+        net = self.network(state)
+        if name == "pod-runner":  # its API forwarder answers at the host's end of the pod network
+            with contextlib.suppress(OSError), socket.create_connection((net.host_ip, 443), 1):
+                return True
+            return False
+        if name in ("kube-proxy", "coredns"):  # health ports at the node namespace's end of the link
+            port, path = (10256, "healthz") if name == "kube-proxy" else (8181, "ready")
+            with contextlib.suppress(requests.RequestException):
+                return requests.get(f"http://{net.node_ip}:{port}/{path}", timeout=2).ok
+            return False
         url, verify, cert = checks[name]
         try:
             response = requests.get(url, verify=verify if verify else False, cert=cert, timeout=2)
@@ -333,6 +434,8 @@ class LocalCluster:
             _binary(binary)
         self.dir.mkdir(parents=True, exist_ok=True)
         state = self.load() or self._new_state(shape or NodeShape.from_env())
+        state.setdefault("network", podnet.claim(self.dir).as_dict())  # a cluster made before pod networks
+        podnet.ensure_network(self.network(state))
         files = self._prepare_pki(state)
         procs = self.processes(state)
         for name, proc in procs.items():
@@ -342,7 +445,7 @@ class LocalCluster:
                     f"last lines of {proc.log}:\n{_indent(proc.log_tail())}\nstarting it again"
                 )
         urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        for name in COMPONENTS:
+        for name in self.components(state):
             proc = procs.get(name)
             if proc is None or not proc.running():
                 command, env = self._command(name, state, files)
@@ -446,7 +549,7 @@ class LocalCluster:
     def status(self) -> list[ComponentStatus]:
         procs = self.processes()
         rows = []
-        for name in COMPONENTS:
+        for name in self.components(self.load() or {}):
             proc = procs.get(name)
             if proc is None:
                 rows.append(ComponentStatus(name, "not started", None, None))
@@ -479,7 +582,10 @@ class LocalCluster:
             raise ClusterError(
                 f"still running after stop: components {alive}, listening ports {sorted(busy)}"
             )
-        for item in ("etcd", "pki"):
+        if "network" in state:  # pod namespaces, the bridge and the network's claim
+            podnet.delete_network(self.network(state))
+            podnet.release(self.network(state), self.dir)
+        for item in ("etcd", "pki", "pods"):
             shutil.rmtree(self.dir / item, ignore_errors=True)
         for item in (self.state_file, self.kubeconfig):
             item.unlink(missing_ok=True)

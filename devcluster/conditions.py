@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 
-TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
+TRUE = "True"
 
 
 def now_iso() -> str:
@@ -20,20 +20,6 @@ def condition(type_: str, status: str, reason: str = "", message: str = "", seve
     if severity:
         cond["severity"] = severity
     return cond
-
-
-def renamed(cond: dict, type_: str, severity: str = "") -> dict:
-    return condition(type_, cond["status"], cond.get("reason", ""), cond.get("message", ""), severity)
-
-
-def aggregate(type_: str, dependents: list[dict]) -> dict:
-    """A "happy" condition from its dependents, as Knative's condition manager leaves it after marking
-    them in order: True when all are True, else the last False one's reason (or the last Unknown one's)."""
-    for wanted in (FALSE, UNKNOWN):
-        found = [d for d in dependents if d["status"] == wanted]
-        if found:
-            return renamed(found[-1], type_)
-    return condition(type_, TRUE)
 
 
 def with_transition_times(new: list[dict], old: list[dict] | None) -> list[dict]:

@@ -1,9 +1,11 @@
-"""One local ingress port playing the Istio ingress gateway: routes by Host header to the revision's local
-model server, splitting traffic by the InferenceService's percentages (canaryTrafficPercent).
+"""One local ingress port playing Istio's ingress and local gateways: routes by Host header through the
+Istio stand-in's table (istio_standin.py: the KIngresses the real Knative controller writes, the
+VirtualServices KServe writes) to a ready endpoint of the destination Service, a pod IP:port.
 
-Every proxied answer carries `x-simulator-revision: <revision>` (simulator only, not in real KServe) so a
-test can tell which revision served it. Unknown hosts get 404 like Istio; a revision that is not served by
-a local process (any image other than our model server) gets 503.
+A proxied answer carries `x-simulator-revision: <revision>` (simulator only, not in real KServe) so a test
+can tell which revision served it: the `Knative-Serving-Revision` header that Knative's KIngress split added
+to the request. Unknown hosts get 404 like Istio; no ready endpoint gets 503 `no healthy upstream`.
+`/.simulator/ready` answers 200 once the simulator serves; `/.simulator/routes` shows the table as JSON.
 """
 
 from __future__ import annotations
@@ -13,57 +15,45 @@ import json
 import logging
 import random
 import threading
+import time
+import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from devcluster import istio_standin as istio
 
 log = logging.getLogger("simulator.ingress")
 REVISION_HEADER = "x-simulator-revision"
+UPSTREAM_TIMEOUT = 300  # seconds for one proxied request (Istio's routes have none by default)
 HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
 
 class Ingress:
-    def __init__(self, port: int, backend_port):
-        """backend_port(namespace, revision) -> local port or None."""
-        self.backend_port = backend_port
-        self._routes: dict[str, tuple[str, list[tuple[str, int]]]] = {}
-        self._by_isvc: dict[tuple[str, str], list[str]] = {}
-        self._lock = threading.Lock()
+    def __init__(
+        self,
+        port: int,
+        cluster_view: Callable[[], istio.ClusterView] = istio.ClusterView,
+        address: str = "127.0.0.1",
+    ):
+        """cluster_view() -> the Services and EndpointSlices now (the Istio stand-in's routes)."""
+        self.cluster_view = cluster_view
+        self.istio_table = istio.RoutingTable()
         self._random = random.Random()
         handler = type("Handler", (_Handler,), {"ingress": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.server = ThreadingHTTPServer((address, port), handler)
         self.server.daemon_threads = True
 
     def serve_forever(self) -> None:
         threading.Thread(target=self.server.serve_forever, name="ingress", daemon=True).start()
 
-    def set_routes(self, namespace: str, isvc: str, routes: dict[str, list[tuple[str, int]]]) -> None:
-        with self._lock:
-            for host in self._by_isvc.pop((namespace, isvc), []):
-                self._routes.pop(host, None)
-            for host, split in routes.items():
-                self._routes[host] = (namespace, split)
-            if routes:
-                self._by_isvc[(namespace, isvc)] = list(routes)
+    def set_istio_table(self, table: istio.RoutingTable) -> None:
+        self.istio_table = table  # one reference swap: requests in flight keep the table they started with
 
     def routes(self) -> dict:
-        with self._lock:
-            return {host: {"namespace": ns, "split": split} for host, (ns, split) in self._routes.items()}
+        return {"istio": self.istio_table.describe()}
 
-    def pick(self, host: str) -> tuple[str, str] | None:
-        """(namespace, revision) for a request to host, drawn by the traffic split."""
-        with self._lock:
-            route = self._routes.get(host.split(":", 1)[0].lower())
-        if route is None:
-            return None
-        namespace, split = route
-        total = sum(p for _, p in split)
-        if total <= 0:
-            return None
-        draw = self._random.uniform(0, total)
-        for revision, percent in split:
-            draw -= percent
-            if draw <= 0 and percent > 0:
-                return namespace, revision
-        return namespace, split[-1][0]
+    def dispatch(self, path: str, headers: dict[str, str]) -> istio.Forward | istio.Reject:
+        return istio.dispatch(self.istio_table, self.cluster_view(), path, headers, self._random)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -94,31 +84,48 @@ class _Handler(BaseHTTPRequestHandler):
             return self._answer(
                 200, json.dumps(self.ingress.routes()).encode(), {"content-type": "application/json"}
             )
-        target = self.ingress.pick(self.headers.get("host", ""))
-        if target is None:
-            return self._answer(404, b"")
-        namespace, revision = target
-        port = self.ingress.backend_port(namespace, revision)
-        if port is None:
-            message = (
-                f"no local process serves revision {revision} (only our model server image runs locally)\n"
-            )
-            return self._answer(503, message.encode(), {REVISION_HEADER: revision})
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        headers = {k.lower(): v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+        plan = self.ingress.dispatch(self.path, headers)
+        if isinstance(plan, istio.Forward):
+            return self._forward(plan, body)
+        return self._answer(plan.status, plan.body, {"content-type": "text/plain"} if plan.body else None)
+
+    def _forward(self, plan: istio.Forward, body: bytes) -> None:
+        """Proxy to a pod's address as the gateway's Envoy would (no retries)."""
+        headers = {
+            **plan.headers,
+            "x-forwarded-proto": "http",
+            "x-forwarded-for": self.client_address[0],
+            "x-request-id": plan.headers.get("x-request-id") or str(uuid.uuid4()),
+        }
+        revision = plan.headers.get("knative-serving-revision", "")
+        tag = {REVISION_HEADER: revision} if revision else {}
+        started = time.monotonic()
         try:
-            connection.request(self.command, self.path, body=body or None, headers=headers)
-            response = connection.getresponse()
-            payload = response.read()
+            status, payload, answer = _proxy(plan.address, plan.port, self.command, plan.path, headers, body)
+        except TimeoutError:
+            return self._answer(504, b"upstream request timeout", {"content-type": "text/plain", **tag})
         except OSError as error:
+            log.info("upstream %s:%d for %s: %s", plan.address, plan.port, headers.get("host"), error)
             return self._answer(
-                503, f"upstream connect error: {error}\n".encode(), {REVISION_HEADER: revision}
+                503,
+                f"upstream connect error or disconnect/reset before headers. reset reason: {error}".encode(),
+                tag,
             )
-        finally:
-            connection.close()
-        dropped = HOP_BY_HOP | {"content-length", "server", "date"}  # the gateway sets its own
-        out = {k: v for k, v in response.getheaders() if k.lower() not in dropped}
-        out[REVISION_HEADER] = revision
-        self._answer(response.status, payload, out)
+        answer["x-envoy-upstream-service-time"] = str(int((time.monotonic() - started) * 1000))
+        self._answer(status, payload, {**answer, **tag})
 
     do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = _handle
+
+
+def _proxy(address: str, port: int, method: str, path: str, headers: dict, body: bytes):
+    """One request upstream: (status, body, headers to pass back)."""
+    connection = http.client.HTTPConnection(address, port, timeout=UPSTREAM_TIMEOUT)
+    try:
+        connection.request(method, path, body=body or None, headers=headers)
+        response = connection.getresponse()
+        payload = response.read()
+    finally:
+        connection.close()
+    dropped = HOP_BY_HOP | {"content-length", "server", "date"}  # the gateway sets its own
+    return response.status, payload, {k: v for k, v in response.getheaders() if k.lower() not in dropped}

@@ -1,8 +1,9 @@
 """Status the other platform controllers would write, for objects whose controllers cannot run here:
 
 - cert-manager: Certificates Ready (with their TLS Secret, signed by the simulator's own CA), Issuers and
-  ClusterIssuers Ready, and the cainjector's job: `cert-manager.io/inject-ca-from` fills caBundle;
-- Knative Serving: Services and Routes Ready with their URL (http://NAME.NAMESPACE.DOMAIN) and address;
+  ClusterIssuers Ready, and the cainjector's job: `cert-manager.io/inject-ca-from` fills caBundle, and so does
+  `cert-manager.io/inject-ca-from-secret` (from the Secret's `ca.crt`, as cainjector does only for a Secret
+  annotated `cert-manager.io/allow-direct-injection: "true"`; the admission stand-in writes it);
 - a cloud load balancer (as MetalLB or cloud-provider-kind would): Services of type LoadBalancer get the
   address 127.0.0.1, where the simulator's ingress listens (on its own port, not the Service's).
 """
@@ -23,13 +24,15 @@ from devcluster import pki
 log = logging.getLogger("simulator.platforms")
 MERGE = "application/merge-patch+json"
 INJECT_ANNOTATION = "cert-manager.io/inject-ca-from"
+INJECT_FROM_SECRET_ANNOTATION = "cert-manager.io/inject-ca-from-secret"
+ALLOW_DIRECT_INJECTION = "cert-manager.io/allow-direct-injection"
+# No Secret informer here: while the Secret an inject-ca-from-secret names is missing, look again this often.
+SECRET_RECHECK_SECONDS = 5.0
 
 # (group, version, plural, namespaced)
 CERTIFICATES = ("cert-manager.io", "v1", "certificates", True)
 ISSUERS = ("cert-manager.io", "v1", "issuers", True)
 CLUSTER_ISSUERS = ("cert-manager.io", "v1", "clusterissuers", False)
-KNATIVE_SERVICES = ("serving.knative.dev", "v1", "services", True)
-KNATIVE_ROUTES = ("serving.knative.dev", "v1", "routes", True)
 LOAD_BALANCER_IP = "127.0.0.1"
 
 
@@ -138,12 +141,35 @@ class PlatformStatus:
             if error.status != 409:
                 log.warning("secret %s/%s: %s", namespace, name, error.reason)
 
+    def _bundle_to_inject(self, kind: str, obj: dict) -> str | None:
+        """The caBundle cainjector would inject: the simulator's CA for inject-ca-from (it signs every
+        Certificate), the Secret's ca.crt for inject-ca-from-secret (None while it is missing)."""
+        annotations = obj["metadata"].get("annotations") or {}
+        if "/" in annotations.get(INJECT_ANNOTATION, ""):
+            return base64.b64encode(self._ca.cert_pem).decode()
+        source = annotations.get(INJECT_FROM_SECRET_ANNOTATION, "")
+        if "/" not in source:
+            return None
+        namespace, name = source.split("/", 1)
+        try:
+            secret = self.sim.core.read_namespaced_secret(name, namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            secret = None
+        if secret is None or not (secret.data or {}).get("ca.crt"):
+            self.sim.queue.add((kind, "", obj["metadata"]["name"]), SECRET_RECHECK_SECONDS)
+            return None
+        if (secret.metadata.annotations or {}).get(ALLOW_DIRECT_INJECTION) != "true":
+            log.warning("not injecting Secret %s: it is not annotated %s", source, ALLOW_DIRECT_INJECTION)
+            return None
+        return secret.data["ca.crt"]  # base64 of the PEM, as caBundle wants it
+
     def inject_ca(self, kind: str, obj: dict) -> None:
-        """cainjector: caBundle of a webhook configuration or CRD annotated with inject-ca-from."""
-        source = (obj["metadata"].get("annotations") or {}).get(INJECT_ANNOTATION)
-        if not source or "/" not in source:
+        """cainjector: caBundle of a webhook configuration or CRD annotated with inject-ca-from(-secret)."""
+        bundle = self._bundle_to_inject(kind, obj)
+        if bundle is None:
             return
-        bundle = base64.b64encode(self._ca.cert_pem).decode()
         name = obj["metadata"]["name"]
         try:
             if kind == "crd":
@@ -167,43 +193,3 @@ class PlatformStatus:
                 self.sim.admission.patch_mutating_webhook_configuration(name, patch)
         except ApiException as error:
             log.warning("caBundle of %s: %s", name, error.reason)
-
-    # ----- Knative Serving -----------------------------------------------------------------------------
-    def _knative_urls(self, obj: dict) -> tuple[str, str]:
-        name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
-        return (
-            f"http://{name}.{namespace}.{self.sim.domain()}",
-            f"http://{name}.{namespace}.svc.cluster.local",
-        )
-
-    def knative_service(self, obj: dict) -> None:
-        url, address = self._knative_urls(obj)
-        generation = obj["metadata"].get("generation", 1)
-        revision = f"{obj['metadata']['name']}-{generation:05d}"
-        status = {
-            "observedGeneration": generation,
-            "conditions": [c.condition(t, c.TRUE) for t in ("ConfigurationsReady", "Ready", "RoutesReady")],
-            "url": url,
-            "address": {"url": address},
-            "latestCreatedRevisionName": revision,
-            "latestReadyRevisionName": revision,
-            "traffic": [{"revisionName": revision, "latestRevision": True, "percent": 100}],
-        }
-        self._patch_status(KNATIVE_SERVICES, obj, status)
-
-    def knative_route(self, obj: dict) -> None:
-        url, address = self._knative_urls(obj)
-        traffic = [
-            {**t, "percent": t.get("percent", 100)} for t in (obj.get("spec") or {}).get("traffic") or []
-        ]
-        status = {
-            "observedGeneration": obj["metadata"].get("generation", 1),
-            "conditions": [
-                c.condition(t, c.TRUE)
-                for t in ("AllTrafficAssigned", "CertificateProvisioned", "IngressReady", "Ready")
-            ],
-            "url": url,
-            "address": {"url": address},
-            "traffic": traffic,
-        }
-        self._patch_status(KNATIVE_ROUTES, obj, status)

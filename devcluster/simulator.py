@@ -1,9 +1,17 @@
-"""The simulator: one process that plays the platform controllers which cannot run on the local control
-plane (their images cannot be pulled here), so the automation and its tests see the status they would see
-on a real cluster. See README.md ("The simulator") for what it does and its conventions.
+"""The simulator: one process that plays the platform parts which cannot run on the local control plane,
+so the automation and its tests see what they would see on a real cluster (README "The simulator"):
 
-    python -m devcluster.simulator --kubeconfig K --ingress-port P [--default-domain D]
-        [--state-dir DIR] [--delay SECONDS]
+- cert-manager: Certificates issued (TLS Secrets signed by the simulator's CA), Issuers and ClusterIssuers
+  Ready, and cainjector (inject-ca-from, inject-ca-from-secret) — platform_status.py;
+- Istio and net-istio: KIngress status and one ingress port routing by Host header to pod endpoints —
+  istio_standin.py, ingress.py;
+- a cloud load balancer: Services of type LoadBalancer get an address — platform_status.py;
+- a fake kubelet for the pods kwok runs: images built for another architecture crash — kubelet.py.
+
+The Knative Serving and KServe controllers and webhooks are the real ones, run by the pod runner; nothing
+here writes InferenceService, Knative Service, Route, Configuration or Revision status.
+
+    python -m devcluster.simulator --kubeconfig K --ingress-port P [--state-dir DIR]
 
 It watches (never polls) the API server; every change enqueues the affected object, and one worker thread
 reconciles the queue, so it stays idle when nothing changes.
@@ -15,7 +23,6 @@ import argparse
 import heapq
 import logging
 import os
-import pathlib
 import signal
 import sys
 import threading
@@ -26,15 +33,15 @@ from kubernetes import client
 from kubernetes import config as kube_config
 from kubernetes.client.rest import ApiException
 
-from devcluster import inference_service as isvc_mod
+from devcluster import istio_standin as istio
 from devcluster import platform_status as ps
 from devcluster.informer import Informer
 from devcluster.ingress import Ingress
-from devcluster.kubelet import PredictorKubelet
-from devcluster.local_predictors import LocalPredictors
+from devcluster.kubelet import ForeignArchKubelet
 
 log = logging.getLogger("simulator")
-KNATIVE_NAMESPACE, DOMAIN_CONFIGMAP = "knative-serving", "config-domain"
+KNATIVE_NAMESPACE = "knative-serving"
+ISTIO_TABLE = ("istio-table", "", "")  # queue key: rebuild the Istio stand-in's routing table
 
 
 class WorkQueue:
@@ -67,29 +74,21 @@ class WorkQueue:
 
 
 class Simulator:
-    def __init__(
-        self, api: client.ApiClient, ingress_port: int, default_domain: str, state_dir: str, delay: float
-    ):
+    def __init__(self, api: client.ApiClient, ingress_port: int, state_dir: str):
         self.api = api
         self.state_dir = state_dir
-        self.delay = delay
-        self.default_domain = default_domain
         self.core = client.CoreV1Api(api)
-        self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.admission = client.AdmissionregistrationV1Api(api)
         self.extensions = client.ApiextensionsV1Api(api)
         self.queue = WorkQueue()
-        self.local_predictors = LocalPredictors(
-            pathlib.Path(state_dir), lambda ns, name: self._on_local_predictor(ns, name)
-        )
-        self.ingress = Ingress(ingress_port, self._backend_port)
-        self.isvc = isvc_mod.InferenceServices(self)
-        self.kubelet = PredictorKubelet(self)
+        self.ingress = Ingress(ingress_port, self._istio_cluster_view)
         self.platforms = ps.PlatformStatus(self)
         self.informers: list[Informer] = []
         self.custom_informers: dict[tuple, Informer] = {}
         self._make_informers()
+        self._make_istio_informers()
+        self.kubelet = ForeignArchKubelet(self.core, self.nodes)
 
     # ----- what is watched -----------------------------------------------------------------------------
     def _custom(self, kind: tuple, on_change) -> Informer:
@@ -111,46 +110,18 @@ class Simulator:
         return informer
 
     def _make_informers(self) -> None:
-        enqueue_isvc = self._enqueue_owner_isvc
         self.nodes = self._inform("nodes", self.core.list_node, lambda o, d: None)
         self.pods = self._inform(
-            "pods",
-            self.core.list_pod_for_all_namespaces,
-            self._on_pod,
-            label_selector=isvc_mod.ISVC_LABEL,
-        )
-        self.deployments = self._inform(
-            "deployments",
-            self.apps.list_deployment_for_all_namespaces,
-            enqueue_isvc,
-            label_selector=isvc_mod.ISVC_LABEL,
-        )
-        self.domain_config = self._inform(
-            "config-domain",
-            self.core.list_namespaced_config_map,
-            lambda o, d: self._enqueue_all(),
-            namespace=KNATIVE_NAMESPACE,
-            field_selector=f"metadata.name={DOMAIN_CONFIGMAP}",
+            "pods", self.core.list_pod_for_all_namespaces, lambda o, d: d or self._enqueue("pod", o)
         )
         self.services = self._inform(
             "core-services",
             self.core.list_service_for_all_namespaces,
             lambda o, d: d or self._enqueue("service", o),
         )
-        isvc_kind = (isvc_mod.GROUP, isvc_mod.VERSION, isvc_mod.PLURAL, True)
-        self.isvcs = self._custom(isvc_kind, lambda o, d: self._enqueue("isvc", o))
-        self.serving_runtimes = self._custom(
-            ("serving.kserve.io", "v1alpha1", "servingruntimes", True), lambda o, d: self._enqueue_all()
-        )
-        self.cluster_serving_runtimes = self._custom(
-            ("serving.kserve.io", "v1alpha1", "clusterservingruntimes", False),
-            lambda o, d: self._enqueue_all(),
-        )
         self._custom(ps.CERTIFICATES, lambda o, d: d or self._enqueue("certificate", o))
         self._custom(ps.ISSUERS, lambda o, d: d or self._enqueue("issuer", o))
         self._custom(ps.CLUSTER_ISSUERS, lambda o, d: d or self._enqueue("clusterissuer", o))
-        self._custom(ps.KNATIVE_SERVICES, lambda o, d: d or self._enqueue("ksvc", o))
-        self._custom(ps.KNATIVE_ROUTES, lambda o, d: d or self._enqueue("route", o))
         self.webhooks = {
             "validating": self._inform(
                 "validatingwebhooks",
@@ -169,70 +140,17 @@ class Simulator:
             ),
         }
         self.by_kind = {
-            "certificate": self._informer_of(ps.CERTIFICATES),
-            "issuer": self._informer_of(ps.ISSUERS),
-            "clusterissuer": self._informer_of(ps.CLUSTER_ISSUERS),
-            "ksvc": self._informer_of(ps.KNATIVE_SERVICES),
-            "route": self._informer_of(ps.KNATIVE_ROUTES),
+            "certificate": self.custom_informers[ps.CERTIFICATES],
+            "issuer": self.custom_informers[ps.ISSUERS],
+            "clusterissuer": self.custom_informers[ps.CLUSTER_ISSUERS],
             "service": self.services,
+            "pod": self.pods,
             **self.webhooks,
         }
 
-    def _informer_of(self, kind: tuple) -> Informer:
-        return self.custom_informers[kind]
-
-    # ----- change handlers -----------------------------------------------------------------------------
-    def _enqueue(self, kind: str, obj: dict, delay: float | None = None) -> None:
+    def _enqueue(self, kind: str, obj: dict) -> None:
         meta = obj["metadata"]
-        wait = self.delay if delay is None and kind in ("certificate", "ksvc", "route") else (delay or 0.0)
-        self.queue.add((kind, meta.get("namespace", ""), meta["name"]), wait)
-
-    def _enqueue_owner_isvc(self, obj: dict, deleted: bool) -> None:
-        name = obj["metadata"].get("labels", {}).get(isvc_mod.ISVC_LABEL)
-        if name:
-            self.queue.add(("isvc", obj["metadata"]["namespace"], name))
-
-    def _on_pod(self, pod: dict, deleted: bool) -> None:
-        if not deleted:
-            self.queue.add(("pod", pod["metadata"]["namespace"], pod["metadata"]["name"]))
-        self._enqueue_owner_isvc(pod, deleted)
-
-    def _on_local_predictor(self, namespace: str, isvc: str) -> None:
-        if not isvc:  # the tiny model is there: look at every InferenceService again
-            self._enqueue_all()
-            return
-        for pod in self.pods.items():
-            labels = pod["metadata"].get("labels", {})
-            if pod["metadata"]["namespace"] == namespace and labels.get(isvc_mod.ISVC_LABEL) == isvc:
-                self.queue.add(("pod", namespace, pod["metadata"]["name"]))
-        if isvc:
-            self.queue.add(("isvc", namespace, isvc))
-
-    def _enqueue_all(self) -> None:
-        for obj in self.isvcs.items():
-            self._enqueue("isvc", obj)
-        for kind in ("ksvc", "route"):
-            for obj in self.by_kind[kind].items():
-                self._enqueue(kind, obj, delay=0)
-
-    # ----- what the reconcilers read -------------------------------------------------------------------
-    def domain(self) -> str:
-        """Knative's domain: config-domain's first plain entry (no selector), else the default."""
-        config = self.domain_config.get(KNATIVE_NAMESPACE, DOMAIN_CONFIGMAP)
-        for domain, selector in sorted(((config or {}).get("data") or {}).items()):
-            if not domain.startswith("_") and not (selector or "").strip():
-                return domain
-        return self.default_domain
-
-    def runtimes(self, namespace: str) -> list[dict]:
-        return [r for r in self.serving_runtimes.items() if r["metadata"]["namespace"] == namespace]
-
-    def cluster_runtimes(self) -> list[dict]:
-        return self.cluster_serving_runtimes.items()
-
-    def _backend_port(self, namespace: str, revision: str) -> int | None:
-        predictor = self.local_predictors.get(namespace, revision)
-        return predictor.port if predictor and predictor.ready else None
+        self.queue.add((kind, meta.get("namespace", ""), meta["name"]))
 
     # ----- the worker ----------------------------------------------------------------------------------
     def run(self) -> None:
@@ -258,31 +176,63 @@ class Simulator:
 
     def _reconcile(self, key: tuple) -> None:
         kind, namespace, name = key
-        if kind == "isvc":
-            again = self.isvc.reconcile(namespace, name)
-            if again is not None:
-                self.queue.add(key, again)
-            return
-        if kind == "pod":
-            pod = self.pods.get(namespace, name)
-            if pod:
-                self.kubelet.sync(pod)
+        if self._reconcile_istio(kind, namespace, name):
             return
         obj = self.by_kind[kind].get(namespace, name)
         if obj is None:
             return
-        if kind == "certificate":
+        if kind == "pod":
+            self.kubelet.sync(obj)
+        elif kind == "certificate":
             self.platforms.certificate(obj)
         elif kind in ("issuer", "clusterissuer"):
             self.platforms.issuer(ps.ISSUERS if kind == "issuer" else ps.CLUSTER_ISSUERS, obj)
-        elif kind == "ksvc":
-            self.platforms.knative_service(obj)
-        elif kind == "route":
-            self.platforms.knative_route(obj)
         elif kind == "service":
             self.platforms.load_balancer(obj)
         else:
             self.platforms.inject_ca(kind, obj)
+
+    # ----- the Istio / net-istio stand-in (istio_standin.py; routing in ingress.py) ----------------------
+    def _make_istio_informers(self) -> None:
+        discovery = client.DiscoveryV1Api(self.api)
+        self.endpoint_slices = self._inform(
+            "endpointslices", discovery.list_endpoint_slice_for_all_namespaces, lambda o, d: None
+        )
+        self.network_config = self._inform(
+            "config-network",
+            self.core.list_namespaced_config_map,
+            lambda o, d: self._enqueue_istio(),
+            namespace=KNATIVE_NAMESPACE,
+            field_selector="metadata.name=config-network",
+        )
+        self.kingresses = self._custom(istio.KINGRESSES, lambda o, d: self._enqueue_istio(o, d))
+        self.virtual_services = self._custom(istio.VIRTUAL_SERVICES, lambda o, d: self.queue.add(ISTIO_TABLE))
+
+    def _enqueue_istio(self, kingress: dict | None = None, deleted: bool = False) -> None:
+        self.queue.add(ISTIO_TABLE)
+        for obj in [] if deleted else [kingress] if kingress else self.kingresses.items():
+            self.queue.add(("kingress", obj["metadata"]["namespace"], obj["metadata"]["name"]))
+
+    def _istio_cluster_view(self) -> istio.ClusterView:
+        return istio.ClusterView.of(self.services.items(), self.endpoint_slices.items())
+
+    def _reconcile_istio(self, kind: str, namespace: str, name: str) -> bool:
+        """True when the key was the Istio stand-in's: the routing table, or a KIngress's status."""
+        default_class = istio.default_ingress_class(
+            self.network_config.get(KNATIVE_NAMESPACE, "config-network")
+        )
+        if kind == ISTIO_TABLE[0]:
+            table = istio.RoutingTable.build(
+                self.kingresses.items(), self.virtual_services.items(), default_class
+            )
+            self.ingress.set_istio_table(table)
+            return True
+        if kind != "kingress":
+            return False
+        kingress = self.kingresses.get(namespace, name)
+        if kingress and istio.is_istio_class(kingress, default_class):
+            self.platforms._patch_status(istio.KINGRESSES, kingress, istio.kingress_status(kingress))
+        return True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -291,24 +241,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--ingress-port", type=int, required=True)
-    parser.add_argument("--default-domain", default="127.0.0.1.sslip.io", help="when config-domain has none")
     parser.add_argument("--state-dir", default=os.environ.get("KSA_CLUSTER_DIR", "."))
-    parser.add_argument(
-        "--delay",
-        type=float,
-        default=float(os.environ.get("KSA_SIM_DELAY", "1.5")),
-        help="seconds between pods being ready and the status saying so (env KSA_SIM_DELAY)",
-    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     # Its per-attempt "Retrying ..." lines while the API server is down: the informers report the outage.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
     api = kube_config.new_client_from_config(config_file=args.kubeconfig)
-    simulator = Simulator(api, args.ingress_port, args.default_domain, args.state_dir, args.delay)
+    simulator = Simulator(api, args.ingress_port, args.state_dir)
 
     def stop(signum, frame):
-        log.info("stopping: local predictors first")
-        simulator.local_predictors.stop_all()
+        log.info("stopping")
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)

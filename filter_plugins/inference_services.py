@@ -4,8 +4,8 @@
     {{ model | inference_service_curl(url, ingress) }}
 
 `settings` carries the role-wide choices (namespace, KServe version, deployment mode, logger URL, HF token
-Secret, rollout). Each entry is validated here with messages that name the entry and the field; the types
-were already checked by the role's argument spec.
+Secret, rollout, image overrides). Each entry is validated here with messages that name the entry and the
+field; the types were already checked by the role's argument spec.
 """
 
 from __future__ import annotations
@@ -17,29 +17,30 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 from ansible.utils.display import Display
+from ansible_collections.kserve_ansible.serving.plugins.module_utils import images, releases
+from ansible_collections.kserve_ansible.serving.plugins.module_utils.manifests import ManifestError
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kserve-ansible"}
 DEPLOYMENT_MODE_ANNOTATION = "serving.kserve.io/deploymentMode"
 TAG_ROUTING_ANNOTATION = "serving.kserve.io/enable-tag-routing"
 CONTAINER_MODEL_DIR = "/mnt/models"  # where KServe's storage-initializer puts a storageUri's files
+MODEL_SERVER_PORT = 8080  # our model server's --http_port in its image (model/Dockerfile), Knative's port
 HF_SCHEME = "hf://"
-HF_STORAGE_FIXED_IN = (0, 15)  # KServe 0.15.0 accepts hf:// storageUris (kserve#3916)
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 SERVERLESS = "Serverless"
 RAW = "RawDeployment"
 _display = Display()
 
 
-def _version(text: str) -> tuple[int, ...]:
-    numbers = re.findall(r"\d+", str(text).lstrip("v").split("-", 1)[0])
-    if not numbers:
-        raise AnsibleFilterError(f"models: cannot read the KServe version {text!r} (expected e.g. 0.14.1)")
-    return tuple(int(n) for n in numbers[:3])
-
-
 def hf_storage_uri_works(kserve_version: str) -> bool:
-    """KServe < 0.15 rejects hf:// storageUris (the seed's Troubleshooting #2)."""
-    return _version(kserve_version) >= HF_STORAGE_FIXED_IN
+    """Whether this KServe release accepts hf:// storageUris (the release catalog's feature hf_storage_uri:
+    KServe < 0.15 rejects them, the seed's Troubleshooting #2)."""
+    try:
+        return releases.has_feature("kserve", str(kserve_version).strip(), "hf_storage_uri")
+    except releases.ReleaseError as exc:
+        raise AnsibleFilterError(
+            f"models: cannot read the KServe version {kserve_version!r} (expected e.g. 0.14.1)"
+        ) from exc
 
 
 def hub_model_from_uri(uri: str) -> tuple[str, str | None]:
@@ -97,7 +98,8 @@ class _Entry:
                 _display.warning(
                     f"models: {self.name}: storage_uri {storage_uri} is served as --model_id={model_id} "
                     f'instead: KServe {version} rejects hf:// storageUris ("StorageURI not supported", '
-                    "fixed in 0.15), so the model server downloads the model from the Hub itself."
+                    f"fixed in {releases.CATALOG['kserve'].features['hf_storage_uri']}), so the model server "
+                    "downloads the model from the Hub itself."
                 )
                 storage_uri = None
         args = []
@@ -141,16 +143,35 @@ def _predictor_container(entry: _Entry, source_args: list[str], storage_uri: str
     if storage_uri:  # KServe's storage-initializer fills /mnt/models for a container's STORAGE_URI
         env = [*env, {"name": "STORAGE_URI", "value": storage_uri}]
     model_args = source_args or [f"--model_dir={CONTAINER_MODEL_DIR}"]
+    # The container's args replace the image's CMD, --enable_grpc=false included: say it again.
+    grpc = f"--enable_grpc={'true' if entry.get('grpc', False) else 'false'}"
     container = {
         "name": "kserve-container",
         "image": entry.get("image"),
-        "args": [f"--model_name={entry.model_name}", *model_args, *entry.get("args", [])],
+        "args": [f"--model_name={entry.model_name}", *model_args, grpc, *entry.get("args", [])],
     }
     if env:
         container["env"] = env
     if entry.get("resources"):
         container["resources"] = entry.get("resources")
+    probe = entry.model.get("readiness_probe")  # the entry's own; {} leaves the platform's default
+    if probe is None:
+        probe = model_server_readiness_probe(entry.model_name)
+    if probe:
+        container["readinessProbe"] = probe
     return container
+
+
+def model_server_readiness_probe(model_name: str) -> dict:
+    """Ready once the model has loaded: our server listens while it loads and answers 503 on this path
+    until then (Knative's default TCP probe would route requests to it). Every 2 s; 3 failures in a row
+    (a stuck server) take the pod out of the rotation."""
+    return {
+        "httpGet": {"path": f"/v1/models/{model_name}", "port": MODEL_SERVER_PORT},
+        "periodSeconds": 2,
+        "timeoutSeconds": 2,
+        "failureThreshold": 3,
+    }
 
 
 def _scaling(entry: _Entry) -> dict:
@@ -226,12 +247,17 @@ def inference_service_manifest(model: dict, settings: dict) -> dict:
     }
     if annotations:
         metadata["annotations"] = {k: str(v) for k, v in annotations.items()}
-    return {
+    manifest = {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
         "metadata": metadata,
         "spec": {"predictor": predictor},
     }
+    try:  # its images (ours, any in predictor_extra) from the user's registry: kserve_ansible_image_overrides
+        [manifest] = images.override_images([manifest], settings.get("image_overrides") or {})
+    except ManifestError as exc:
+        raise entry.fail(str(exc)) from exc
+    return manifest
 
 
 def _merge(base: dict, extra: dict) -> dict:

@@ -11,8 +11,7 @@ The test `version_pin` is in test_plugins/releases.py (the collection's plugins/
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-
-from ..module_utils import releases
+from ansible_collections.kserve_ansible.serving.plugins.module_utils import releases
 
 
 def version_problem(value, variable, extra_releases=None):

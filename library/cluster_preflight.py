@@ -12,6 +12,8 @@ description:
   - Only schedulable nodes count (not cordoned, Ready, no C(NoSchedule)/C(NoExecute) taint). Capacity is
     the nodes' allocatable CPU and memory, not what is free now, so a re-run on an installed cluster passes.
   - Read-only; runs the same in check mode.
+  - With O(connection_only), only checks that the API server answers (the role C(kserve_ansible) does so once
+    per run, so that no usable cluster fails with one line before any component's task).
 version_added: "0.1.0"
 author:
   - kserve-ansible maintainers (!UNKNOWN)
@@ -45,6 +47,13 @@ options:
     type: list
     elements: str
     default: []
+  connection_only:
+    description:
+      - Only read the API server's version. Without a usable cluster the task fails with one line naming the
+        API server's address (or the kubeconfig's missing context) and what failed. The other options are not
+        checked.
+    type: bool
+    default: false
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
 attributes:
@@ -74,19 +83,19 @@ server_version:
   sample: v1.34.4
 capacity:
   description: Schedulable nodes and their allocatable CPU and memory in total.
-  returned: success
+  returned: success, unless O(connection_only)
   type: dict
   sample: {schedulable_nodes: 3, cpu: "12", memory: 24.0Gi}
 nodes:
   description: Every node, whether it counts, and why not.
-  returned: success
+  returned: success, unless O(connection_only)
   type: list
   elements: dict
   sample:
     - {name: node-1, cpu: "4", memory: 8.0Gi, architecture: amd64, schedulable: true, reason: ""}
 default_storage_classes:
   description: StorageClasses marked default.
-  returned: success
+  returned: success, unless O(connection_only)
   type: list
   elements: str
 problems:
@@ -100,11 +109,9 @@ import json
 import traceback
 
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
 
-from ..module_utils import preflight
+from ..module_utils import k8s_api, preflight
 
 REQUIREMENTS = {
     "min_kubernetes_version": {"type": "str", "default": "1.28.0"},
@@ -115,11 +122,16 @@ REQUIREMENTS = {
     "require_default_storage_class": {"type": "bool", "default": False},
     "required_architectures": {"type": "list", "elements": "str", "default": []},
 }
+CONNECTION_ONLY = {"connection_only": {"type": "bool", "default": False}}
+
+
+def read_version(client):
+    version = client.client.request("get", "/version", serialize=False)
+    return json.loads(version.data)["gitVersion"]
 
 
 def read_cluster(client):
-    version = client.client.request("get", "/version", serialize=False)
-    server_version = json.loads(version.data)["gitVersion"]
+    server_version = read_version(client)
     nodes = client.resource("Node", "v1").get().to_dict()["items"]
     storage_classes = client.resource("StorageClass", "storage.k8s.io/v1").get().to_dict()["items"]
     return server_version, nodes, storage_classes
@@ -127,7 +139,7 @@ def read_cluster(client):
 
 def main():
     spec = dict(AUTH_ARG_SPEC)
-    spec.update(REQUIREMENTS)
+    spec.update(REQUIREMENTS, **CONNECTION_ONLY)
     module = AnsibleK8SModule(argument_spec=spec, supports_check_mode=True)
     requirements = {name: module.params[name] for name in REQUIREMENTS}
     try:
@@ -137,12 +149,17 @@ def main():
     except preflight.PreflightError as exc:
         module.fail_json(msg=f"invalid requirement: {exc}")
     try:
-        client = get_api_client(module=module)
-    except CoreException as exc:
-        module.fail_json(msg=f"no usable cluster credentials: {exc}", problems=[str(exc)])
+        client = k8s_api.connect(module)
+    except k8s_api.Unreachable as exc:
+        module.fail_json(msg=str(exc), problems=[str(exc)])
     try:
+        if module.params["connection_only"]:
+            module.exit_json(changed=False, server_version=read_version(client), problems=[])
         server_version, nodes, storage_classes = read_cluster(client)
     except Exception as exc:
+        problem = k8s_api.unreachable(exc)
+        if problem:
+            module.fail_json(msg=str(problem), problems=[str(problem)])
         module.fail_json(
             msg=f"cannot read the cluster at {client.configuration.host}: {exc}. "
             "Check kserve_ansible_kubeconfig / kserve_ansible_context.",

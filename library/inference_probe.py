@@ -144,6 +144,65 @@ options:
       max_ms:
         description: Bound on the slowest request.
         type: float
+  probes:
+    description:
+      - Probe several models in one run instead of one - each entry gives the options that differ per model
+        (O(probes[].name), O(probes[].namespace), O(probes[].url), O(probes[].model_name),
+        O(probes[].protocol), O(probes[].instances), O(probes[].inputs), O(probes[].body),
+        O(probes[].path), O(probes[].requests), O(probes[].expect), O(probes[].expect_response),
+        O(probes[].slo)); the top-level options are the defaults of every entry. Up to O(parallel) probes
+        run at once. Results are in RV(results), one per entry in their order; the module fails when any
+        probe fails, naming each failed one with its reasons.
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: As O(name).
+        type: str
+      namespace:
+        description: As O(namespace).
+        type: str
+      url:
+        description: As O(url).
+        type: str
+      model_name:
+        description: As O(model_name).
+        type: str
+      protocol:
+        description: As O(protocol).
+        type: str
+        choices: [v1, v2, raw]
+      instances:
+        description: As O(instances).
+        type: list
+        elements: raw
+      inputs:
+        description: As O(inputs).
+        type: list
+        elements: dict
+      body:
+        description: As O(body).
+        type: raw
+      path:
+        description: As O(path).
+        type: str
+      requests:
+        description: As O(requests).
+        type: int
+      expect:
+        description: As O(expect).
+        type: list
+        elements: raw
+      expect_response:
+        description: As O(expect_response).
+        type: raw
+      slo:
+        description: As O(slo).
+        type: dict
+  parallel:
+    description: With O(probes), how many probes run at once.
+    type: int
+    default: 4
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
 attributes:
@@ -259,16 +318,23 @@ would_send:
   description: In check mode, the request body that would be sent.
   returned: check mode
   type: raw
+results:
+  description:
+    - With O(probes), one entry per probe, in their order - C(name), C(failed), C(msg) (when it failed) and
+      the values above.
+  returned: with probes
+  type: list
+  elements: dict
 """
 
 import copy
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
 
+from ..module_utils import k8s_api
 from ..module_utils.k8s_isvc import (
     KServeMissing,
     inference_service_resource,
@@ -322,8 +388,36 @@ def argument_spec():
             "type": "dict",
             "options": {key: {"type": "float"} for key in ("p50_ms", "p95_ms", "p99_ms", "max_ms")},
         },
+        probes={"type": "list", "elements": "dict", "options": PROBE_OPTIONS},
+        parallel={"type": "int", "default": 4},
     )
     return spec
+
+
+# What a `probes` entry may set: the options that differ per model (the others are the top level's).
+PROBE_OPTIONS = {
+    "name": {"type": "str"},
+    "namespace": {"type": "str"},
+    "url": {"type": "str"},
+    "model_name": {"type": "str"},
+    "protocol": {"type": "str", "choices": ["v1", "v2", "raw"]},
+    "instances": {"type": "list", "elements": "raw"},
+    "inputs": {"type": "list", "elements": "dict"},
+    "body": {"type": "raw"},
+    "path": {"type": "str"},
+    "requests": {"type": "int"},
+    "expect": {"type": "list", "elements": "raw"},
+    "expect_response": {"type": "raw"},
+    "slo": {"type": "dict"},
+}
+
+
+class ProbeFailed(Exception):
+    """One probe failed; `result` holds its return values."""
+
+    def __init__(self, message: str, result=None):
+        super().__init__(message)
+        self.result = result or {}
 
 
 def validate_counts(params) -> None:
@@ -338,13 +432,12 @@ def validate_counts(params) -> None:
             raise ProbeInputError(f"slo.{option} must be a positive number of milliseconds, got {bound}")
 
 
-def service_url(module) -> str:
-    """O(url), else status.url of the InferenceService (read with kubernetes.core's client)."""
-    params = module.params
+def service_url(params, client) -> str:
+    """O(url), else status.url of the InferenceService (read with kubernetes.core's client, `client()`)."""
     if params["url"]:
         return params["url"]
     name, namespace = params["name"], params["namespace"]
-    client = get_api_client(module)
+    client = client()
     try:
         isvc = inference_service_resource(client).get(name=name, namespace=namespace).to_dict()
     except NotFoundError as exc:
@@ -358,17 +451,8 @@ def service_url(module) -> str:
     return url
 
 
-def main():
-    module = AnsibleK8SModule(
-        module_class=AnsibleModule,
-        argument_spec=argument_spec(),
-        supports_check_mode=True,
-        required_one_of=[("name", "url")],
-        required_by={"ingress_port": "ingress_host"},
-    )
-    if requests is None:
-        module.fail_json(msg=missing_required_lib("requests"))
-    params = module.params
+def probe(params, client, check_mode) -> dict:
+    """One probe with `params` (the module's options): its return values; ProbeFailed when it fails."""
     try:
         validate_counts(params)
         request = build_request(
@@ -381,11 +465,11 @@ def main():
         )
         validate_expectations(params["expect"], request.rows)
     except ProbeInputError as exc:
-        module.fail_json(msg=f"invalid probe, nothing sent: {exc}")
+        raise ProbeFailed(f"invalid probe, nothing sent: {exc}") from exc
 
     try:
         target = resolve_target(
-            service_url(module),
+            service_url(params, client),
             request.path,
             ingress_host=params["ingress_host"],
             ingress_port=params["ingress_port"],
@@ -396,24 +480,21 @@ def main():
             bearer_token=params["bearer_token"],
         )
     except (ProbeInputError, ValueError) as exc:
-        if module.check_mode:
-            module.exit_json(
-                changed=False,
-                requests=0,
-                url=None,
-                host_header=None,
-                would_send=request.body,
-                msg=f"check mode: nothing sent; URL unknown: {exc}",
-            )
-        module.fail_json(msg=f"cannot reach the model, nothing sent: {exc}")
-    except (CoreException, DynamicApiError, KServeMissing) as exc:
-        module.fail_json(msg=f"cannot read the InferenceService's URL, nothing sent: {exc}")
+        if check_mode:
+            return {
+                "requests": 0,
+                "url": None,
+                "host_header": None,
+                "would_send": request.body,
+                "msg": f"check mode: nothing sent; URL unknown: {exc}",
+            }
+        raise ProbeFailed(f"cannot reach the model, nothing sent: {exc}") from exc
+    except (k8s_api.Unreachable, DynamicApiError, KServeMissing) as exc:
+        raise ProbeFailed(f"cannot read the InferenceService's URL, nothing sent: {exc}") from exc
 
     shown = {"url": target.url, "host_header": target.host_header}
-    if module.check_mode:
-        module.exit_json(
-            changed=False, requests=0, would_send=request.body, msg="check mode: nothing sent", **shown
-        )
+    if check_mode:
+        return {"requests": 0, "would_send": request.body, "msg": "check mode: nothing sent", **shown}
 
     sender = Sender(target, params["timeout"], params["retries"], params["retry_delay"])
     outcomes, wall = sender.send_all(request.body, params["requests"], params["concurrency"])
@@ -427,10 +508,68 @@ def main():
         slo=params["slo"],
     )
     if failures:
-        module.fail_json(
-            msg="inference probe failed:\n" + "\n".join(failures), failures=failures, **shown, **figures
+        raise ProbeFailed(
+            "inference probe failed:\n" + "\n".join(failures), {"failures": failures, **shown, **figures}
         )
-    module.exit_json(changed=False, **shown, **figures)
+    return {**shown, **figures}
+
+
+def probe_many(module, client) -> None:
+    """O(probes): each entry over the top-level options, up to O(parallel) at once; a result per entry."""
+    params = module.params
+    if params["parallel"] < 1:
+        module.fail_json(msg=f"parallel must be at least 1, got {params['parallel']}")
+    defaults = {key: value for key, value in params.items() if key not in ("probes", "parallel")}
+
+    def one(entry):
+        chosen = {**defaults, **{key: value for key, value in entry.items() if value is not None}}
+        label = chosen["name"] or chosen["url"]
+        try:
+            return {"name": label, "failed": False, **probe(chosen, client, module.check_mode)}
+        except ProbeFailed as failure:
+            return {"name": label, "failed": True, "msg": str(failure), **failure.result}
+
+    with ThreadPoolExecutor(max_workers=params["parallel"]) as pool:
+        results = list(pool.map(one, params["probes"]))
+    failed = [result for result in results if result["failed"]]
+    if failed:
+        module.fail_json(
+            msg=f"{len(failed)} of {len(results)} probes failed: "
+            + "; ".join(f"{result['name']}: {result['msg']}" for result in failed),
+            results=results,
+        )
+    module.exit_json(changed=False, results=results)
+
+
+def main():
+    module = AnsibleK8SModule(
+        module_class=AnsibleModule,
+        argument_spec=argument_spec(),
+        supports_check_mode=True,
+        required_one_of=[("name", "url", "probes")],
+        required_by={"ingress_port": "ingress_host"},
+    )
+    if requests is None:
+        module.fail_json(msg=missing_required_lib("requests"))
+    clients = []
+
+    def client():
+        """kubernetes.core's client, made once (before the probes' threads need it)."""
+        if not clients:
+            clients.append(k8s_api.connect(module))
+        return clients[0]
+
+    if module.params["probes"] is not None:
+        if any(not (entry.get("url") or module.params["url"]) for entry in module.params["probes"]):
+            try:
+                client()
+            except k8s_api.Unreachable as exc:
+                module.fail_json(msg=f"cannot read the InferenceServices' URLs, nothing sent: {exc}")
+        probe_many(module, client)
+    try:
+        module.exit_json(changed=False, **probe(module.params, client, module.check_mode))
+    except ProbeFailed as failure:
+        module.fail_json(msg=str(failure), **failure.result)
 
 
 if __name__ == "__main__":

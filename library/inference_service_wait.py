@@ -1,5 +1,5 @@
 #!/usr/bin/python
-"""Ansible module: wait for a KServe InferenceService to be Ready for its current spec."""
+"""Ansible module: wait for KServe InferenceServices to be Ready for their current spec."""
 
 DOCUMENTATION = r"""
 module: inference_service_wait
@@ -17,11 +17,18 @@ description:
     events and failing containers' last log lines are read every O(check_interval) seconds. Failures that
     cannot heal without a spec change are B(terminal) - invalid spec (no supporting runtime), model failed to
     load, image pull errors, C(exec format error) (image built for another CPU architecture), C(hf://)
-    storageUri on KServe < 0.15, pods Unschedulable (Insufficient cpu/memory, unbound PVC), OOMKilled twice.
+    storageUri on KServe < 0.15, pods Unschedulable (Insufficient cpu/memory, unbound PVC), OOMKilled twice,
+    a predictor Deployment the API server refuses (e.g. requests above the limits KServe defaults to).
     When O(fail_fast=true) the wait fails once a terminal failure has persisted O(terminal_grace) seconds;
     anything else (crash loops, ingress not configured yet, ...) is waited out until O(timeout).
   - On failure the message lists what Ready still waits for and a diagnosis with hints, for example
     the scheduler's C(0/1 nodes are available - 1 Insufficient cpu) message.
+  - >-
+    With O(names) or O(label_selector) instead of O(name), waits for many InferenceServices of O(namespace) at
+    once with one watch (and one read of the namespace's pods and events per O(check_interval)): each gets
+    its own result in RV(results), Ready or failed with its own diagnosis, and the wait goes on for the others
+    until every one is Ready or has failed. The module fails when any is not Ready; its message names those
+    and gives each one's diagnosis.
   - In check mode nothing is waited for; the module reads the InferenceService once and reports its current
     readiness (RV(ready)) without failing when it is not Ready (in a check-mode run the preceding apply did
     not happen, so waiting would only time out).
@@ -30,11 +37,19 @@ author:
   - kserve-ansible maintainers (!UNKNOWN)
 options:
   name:
-    description: Name of the InferenceService.
+    description: Name of the InferenceService. Exactly one of O(name), O(names) and O(label_selector).
     type: str
-    required: true
+  names:
+    description: Names of InferenceServices of O(namespace) to wait for together (results in RV(results)).
+    type: list
+    elements: str
+  label_selector:
+    description:
+      - Wait for every InferenceService of O(namespace) whose labels match (C(kubectl get -l) syntax), with
+        results in RV(results). No match fails.
+    type: str
   namespace:
-    description: Namespace of the InferenceService.
+    description: Namespace of the InferenceService(s).
     type: str
     default: default
   timeout:
@@ -86,6 +101,12 @@ EXAMPLES = r"""
   ansible.builtin.debug:
     msg: "{{ isvc.url }} (predictor revision {{ isvc.revisions.predictor.latestReadyRevision }})"
 
+- name: Wait for all the models of a team (one watch), then list what serves
+  kserve_ansible.serving.inference_service_wait:
+    namespace: models
+    label_selector: team=search
+  register: models
+
 - name: Wait on a cluster that autoscales nodes (Unschedulable is not terminal for 5 minutes)
   kserve_ansible.serving.inference_service_wait:
     name: llm
@@ -97,10 +118,28 @@ EXAMPLES = r"""
 
 RETURN = r"""
 ready:
-  description: Whether the InferenceService is Ready for its current spec.
+  description: Whether the InferenceService (with O(names) or O(label_selector), every one) is Ready for its
+    current spec.
   returned: always
   type: bool
   sample: true
+results:
+  description:
+    - With O(names) or O(label_selector), one entry per InferenceService (in the order of O(names), else by
+      name) with C(name), C(namespace), C(ready), C(waiting_for), C(elapsed) and the status figures below
+      (C(url), C(traffic), ...; a Ready one without C(conditions) and C(model_status)); a failed one also has
+      C(msg) (its diagnosis as text), C(diagnosis), C(terminal) and C(failure_kinds). The figures below are
+      then not returned at the top level; the module's message explains the first 10 failed ones in full.
+  returned: with names or label_selector
+  type: list
+  elements: dict
+  sample: [{"name": "bert", "namespace": "models", "ready": true, "waiting_for": [], "elapsed": 21.3,
+            "url": "http://bert.models.example.com"}]
+not_ready:
+  description: With O(names) or O(label_selector), the names of the InferenceServices that are not Ready.
+  returned: with names or label_selector
+  type: list
+  elements: str
 url:
   description: status.url, the external URL (through the ingress).
   returned: when known
@@ -176,7 +215,8 @@ terminal:
 failure_kinds:
   description:
     - On failure, the kinds of the decisive findings, e.g. unschedulable, image_pull, exec_format,
-      hf_storage_uri, invalid_spec, failed_load, crash_loop, oom, ingress, condition, event.
+      hf_storage_uri, invalid_spec, invalid_deployment, failed_load, crash_loop, oom, ingress, condition,
+      event.
   returned: on failure
   type: list
   elements: str
@@ -186,16 +226,19 @@ import copy
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
 
+from ..module_utils import k8s_api
 from ..module_utils.k8s_isvc import (
     KServeMissing,
     WaitFailed,
+    WaitManyFailed,
     WaitSettings,
     read_readiness,
+    read_readiness_many,
     wait_for_inference_service,
+    wait_for_inference_services,
 )
 from ..module_utils.k8s_watch import WatchError
 
@@ -208,7 +251,9 @@ except ImportError:  # reported by AnsibleK8SModule
 def argument_spec():
     spec = copy.deepcopy(AUTH_ARG_SPEC)
     spec.update(
-        name={"type": "str", "required": True},
+        name={"type": "str"},
+        names={"type": "list", "elements": "str"},
+        label_selector={"type": "str"},
         namespace={"type": "str", "default": "default"},
         timeout={"type": "int", "default": 300},
         fail_fast={"type": "bool", "default": True},
@@ -236,22 +281,35 @@ def settings_from(module) -> WaitSettings:
 
 def main():
     module = AnsibleK8SModule(
-        module_class=AnsibleModule, argument_spec=argument_spec(), supports_check_mode=True
+        module_class=AnsibleModule,
+        argument_spec=argument_spec(),
+        supports_check_mode=True,
+        mutually_exclusive=[("name", "names", "label_selector")],
+        required_one_of=[("name", "names", "label_selector")],
     )
     settings = settings_from(module)
     name, namespace = module.params["name"], module.params["namespace"]
+    names, selector = module.params["names"], module.params["label_selector"] or ""
     try:
-        client = get_api_client(module)
+        client = k8s_api.connect(module)
+        if name is not None:
+            if module.check_mode:
+                module.exit_json(changed=False, **read_readiness(client, name, namespace))
+            module.exit_json(changed=False, **wait_for_inference_service(client, name, namespace, settings))
         if module.check_mode:
-            module.exit_json(changed=False, **read_readiness(client, name, namespace))
-        module.exit_json(changed=False, **wait_for_inference_service(client, name, namespace, settings))
-    except WaitFailed as failure:
+            module.exit_json(changed=False, **read_readiness_many(client, namespace, names, selector))
+        outcome = wait_for_inference_services(client, namespace, settings, names, selector)
+        module.exit_json(changed=False, **outcome)
+    except (WaitFailed, WaitManyFailed) as failure:
         module.fail_json(msg=str(failure), **failure.result)
+    except k8s_api.Unreachable as exc:
+        module.fail_json(msg=str(exc))
     except (CoreException, WatchError, KServeMissing) as exc:
         module.fail_from_exception(exc)
     except DynamicApiError as exc:
         module.fail_json(
-            msg=f"Kubernetes API error while waiting for {namespace}/{name}: {exc.status} {exc.summary()}"
+            msg=f"Kubernetes API error while waiting for {namespace}/{name or names or selector}: "
+            f"{exc.status} {exc.summary()}"
         )
 
 

@@ -14,6 +14,10 @@ description:
   - Objects with only C(metadata.generateName) (Knative's post-install Jobs) are created once, never applied.
   - With O(wait), waits until every Deployment of the set has rolled out (bounded by O(wait_timeout)); a
     timeout names each Deployment that is not ready and why its pods are not (e.g. C(Insufficient cpu)).
+  - A write the API server refuses because an admission webhook does not serve yet (C(failed calling webhook),
+    for no endpoints, connection refused or a CA bundle not injected yet), as right after an install, is
+    retried until O(wait_timeout), with a warning saying how long it waited. A webhook's rejection
+    (C(denied the request)) fails at once with the webhook's message.
   - C(changed) is what the API server reports (the object's resourceVersion moved). Check mode uses the API
     server's dry-run (C(dryRun=All)); objects whose namespace or CRD the same set would create are reported
     as to be created.
@@ -35,8 +39,10 @@ options:
         description:
           - File of a release in the project's release catalog (C(module_utils/releases.py)), for example
             C(serving-core.yaml) of O(sources[].component=knative-serving) O(sources[].version=1.16.0).
-            With O(mirror_dir) it is read from C(<mirror_dir>/<component>/<version>/<name>) and verified
-            against its pinned sha256; else it is downloaded from the release's official URL.
+            With O(mirror_dir) it is read from C(<mirror_dir>/<component>/<version>/<name>), else downloaded
+            from the release's official URL; either way verified against its pinned sha256. A download whose
+            published bytes the catalog does not pin fails, unless O(extra_releases) gives its sha256 or
+            O(allow_unpinned) is set.
           - A release not in the catalog fails with the list of supported versions, unless O(extra_releases)
             declares it.
           - Exactly one of O(sources[].name), O(sources[].url) and O(sources[].path).
@@ -48,7 +54,9 @@ options:
         description: Release of a O(sources[].name) file, instead of O(version).
         type: str
       url:
-        description: HTTP(S) URL of any file (a private copy, say), checked against O(sources[].sha256).
+        description:
+          - HTTP(S) URL of any file (a private copy, say), checked against O(sources[].sha256); without one it
+            fails, unless O(allow_unpinned) is set.
         type: str
       path:
         description: Local path of any file, checked against O(sources[].sha256).
@@ -63,6 +71,14 @@ options:
           - Only the objects of this file whose labels match (C(kubectl apply -l) syntax, for example
             C(knative.dev/crd-install=true)). A selector that matches nothing applies nothing.
         type: str
+  definitions:
+    description:
+      - Objects given as data (each a Kubernetes object with apiVersion, kind and metadata.name), applied in
+        the same set as the O(sources) objects (O(patches) apply to them too). The models role passes its
+        InferenceServices here, to apply them all in one run.
+    type: list
+    elements: dict
+    default: []
   component:
     description: Catalog component of the O(sources[].name) files (C(cert-manager), C(net-istio),
       C(knative-serving), C(kserve)).
@@ -80,6 +96,25 @@ options:
     description:
       - Releases the catalog does not have, with the sha256 of each of their files, by component and version
         (the shape of the catalog's releases); the roles pass C(kserve_ansible_extra_releases).
+    type: dict
+    default: {}
+  allow_unpinned:
+    description:
+      - Download files with no pinned sha256 (a O(sources[].url) without O(sources[].sha256), a release file
+        whose published bytes the catalog does not pin) without verifying them, instead of failing.
+      - Downloads are tried 4 times (2, 4 and 8 seconds apart) when the failure may pass (connection errors,
+        timeouts, HTTP 408, 429 and 5xx); a failure names the URL.
+    type: bool
+    default: false
+  image_overrides:
+    description:
+      - 'Images to deploy instead of the ones in the manifests (a private registry, an air-gapped mirror), as
+        C({image or prefix: replacement}). The longest key that equals an image, or begins it up to a C(/),
+        C(:) or C(@), is replaced by its value, so C({"gcr.io/knative-releases": "registry.local/knative"})
+        keeps every Knative image''s digest. Rewritten are container images and every other image the
+        objects name (keys C(image), C(*Image), C(*-image), C(--*image*=) flags, KServe''s
+        C(inferenceservice-config)).'
+      - The roles pass C(kserve_ansible_image_overrides); docs/images.md lists the images.
     type: dict
     default: {}
   patches:
@@ -120,6 +155,12 @@ options:
     description: Upper bound in seconds for each wait (CRDs Established, Deployments rolled out, deletions).
     type: int
     default: 300
+  webhook_timeout:
+    description:
+      - Seconds to retry a write an admission webhook cannot take yet (C(failed calling webhook)); default
+        O(wait_timeout). V(0) fails at once with the API server's message, for a caller that retries itself
+        (an C(until:) loop with the test C(kserve_ansible.serving.webhook_not_ready)).
+    type: int
   field_manager:
     description: Server-side apply field manager.
     type: str
@@ -164,7 +205,11 @@ attributes:
         reported as to be created.
   diff_mode:
     support: full
-    description: Returns the difference between each object before and after the apply.
+    description:
+      - Returns the difference between each object before and after the apply.
+      - A Secret's values never show (nor kubectl's copy of them in its last-applied annotation); its keys do,
+        and a value that changes shows as C(<hidden>) before and C(<hidden, changed>) after. The values of
+        Secrets given in O(definitions) or O(patches) are masked in the result like C(no_log) values.
 requirements:
   - kubernetes >= 24.2.0
   - PyYAML
@@ -219,16 +264,13 @@ summary:
   sample: {created: 3, unchanged: 46}
 """
 
-import traceback
 
 from ansible.module_utils.common.text.converters import to_text
-from ansible.module_utils.urls import open_url
 from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
-from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.core import AnsibleK8SModule
 from ansible_collections.kubernetes.core.plugins.module_utils.k8s.exceptions import CoreException
 
-from ..module_utils import k8s_api, k8s_delete, manifests
+from ..module_utils import downloads, images, k8s_api, k8s_delete, manifests
 from ..module_utils.k8s_apply import Applier
 
 SOURCE_SPEC = {
@@ -239,12 +281,6 @@ SOURCE_SPEC = {
     "path": {"type": "path"},
     "sha256": {"type": "str"},
     "label_selector": {"type": "str"},
-}
-PATCH_SPEC = {
-    "kind": {"type": "str", "required": True},
-    "name": {"type": "str", "required": True},
-    "namespace": {"type": "str"},
-    "merge": {"type": "dict", "required": True},
 }
 
 
@@ -263,10 +299,14 @@ def argument_spec():
         version={"type": "str"},
         mirror_dir={"type": "path"},
         extra_releases={"type": "dict", "default": {}},
-        patches={"type": "list", "elements": "dict", "default": [], "options": PATCH_SPEC},
+        allow_unpinned={"type": "bool", "default": False},
+        image_overrides={"type": "dict", "default": {}},
+        definitions={"type": "list", "elements": "dict", "default": []},
+        patches={"type": "list", "elements": "dict", "default": [], "options": manifests.PATCH_SPEC},
         state={"type": "str", "choices": ["present", "absent"], "default": "present"},
         wait={"type": "bool", "default": True},
         wait_timeout={"type": "int", "default": 300},
+        webhook_timeout={"type": "int"},
         field_manager={"type": "str", "default": "kserve-ansible"},
         force_conflicts={"type": "bool", "default": False},
         force_absent={"type": "bool", "default": False},
@@ -277,14 +317,15 @@ def argument_spec():
     return spec
 
 
-def fetch(url):
-    return open_url(url, timeout=60, follow_redirects="all").read()
-
-
 def run(module):
     params = module.params
+    # First, as a failure returns the arguments too: the Secret values among them, masked like no_log values.
+    patched = [{"kind": patch["kind"], **patch["merge"]} for patch in params["patches"]]
+    module._module.no_log_values.update(manifests.secret_values([*params["definitions"], *patched]))
     if params["wait_timeout"] < 1 or params["workers"] < 1:
         module.fail_json(msg="wait_timeout and workers must be positive")
+    if (params["webhook_timeout"] or 0) < 0:
+        module.fail_json(msg="webhook_timeout must be >= 0")
     sources = [
         manifests.ManifestSource.from_params(
             source,
@@ -292,19 +333,27 @@ def run(module):
             extra_releases=params["extra_releases"],
             component=params["component"] or "",
             version=params["version"] or "",
+            allow_unpinned=params["allow_unpinned"],
         )
         for source in params["sources"]
     ]
-    objects = manifests.load_manifest_set(sources, params["patches"], fetch)
+    if params["definitions"]:
+        objects = manifests.load_manifest_set(sources, [], downloads.fetch)
+        inline = manifests.inline_objects(params["definitions"])
+        objects = manifests.apply_patches(manifests.dedupe([*objects, *inline]), params["patches"])
+    else:
+        objects = manifests.load_manifest_set(sources, params["patches"], downloads.fetch)
+    objects = images.override_images(objects, params["image_overrides"])
     if not objects and not (params["state"] == "absent" and params["protect_crds"]):
         module.exit_json(changed=False, objects=[], summary={}, msg="no object matched")
 
     api = k8s_api.Api(
-        get_api_client(module=module),
+        k8s_api.connect(module),
         check_mode=module.check_mode,
         want_diff=module._diff,
         workers=params["workers"],
         timeout=params["wait_timeout"],
+        webhook_timeout=params["webhook_timeout"],
         warn=module.warn,
     )
     if params["state"] == "present":
@@ -342,8 +391,8 @@ def main():
         module.fail_json(msg=to_text(exc))
     except CoreException as exc:
         module.fail_from_exception(exc)
-    except Exception as exc:  # the API server's or urllib's own words are the most useful message
-        module.fail_json(msg=f"{type(exc).__name__}: {k8s_api.reason(exc)}", exception=traceback.format_exc())
+    except Exception as exc:
+        k8s_api.fail(module, exc)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ description:
   - Reads files of a release in the project's release catalog (C(module_utils/releases.py)) from
     C(<mirror_dir>/<component>/<version>/<file>) when O(mirror_dir) is set, else from the release's URL, and
     verifies each against its pinned sha256 the way M(kserve_ansible.serving.k8s_manifest_set) does (the same
-    code) before returning it.
+    code, downloads retried the same way) before returning it.
   - A release or file the catalog does not have fails with what it has.
 options:
   _terms:
@@ -27,6 +27,12 @@ options:
     description: Releases the catalog does not have (C(kserve_ansible_extra_releases)).
     type: dict
     default: {}
+  allow_unpinned:
+    description:
+      - Download files whose published bytes have no pinned sha256 without verifying them
+        (C(kserve_ansible_allow_unpinned)), instead of failing.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -47,10 +53,8 @@ _raw:
 
 from ansible.errors import AnsibleLookupError
 from ansible.module_utils.common.text.converters import to_text
-from ansible.module_utils.urls import open_url
 from ansible.plugins.lookup import LookupBase
-
-from ..module_utils import manifests
+from ansible_collections.kserve_ansible.serving.plugins.module_utils import downloads, manifests
 
 
 def _flatten(terms):
@@ -75,9 +79,10 @@ class LookupModule(LookupBase):
                     {"name": name},
                     mirror_dir=self.get_option("mirror_dir") or "",
                     extra_releases=self.get_option("extra_releases") or {},
+                    allow_unpinned=self.get_option("allow_unpinned"),
                     **context,
                 )
-                data = manifests.read_source(source, lambda url: open_url(url, timeout=60).read())
+                data = manifests.read_source(source, downloads.fetch)
                 manifests.verify_checksum(source, data)
             except manifests.ManifestError as exc:
                 raise AnsibleLookupError(to_text(exc)) from exc

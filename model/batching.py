@@ -3,9 +3,10 @@
 Requests arriving while a forward pass runs queue up; when the pass finishes, the queued requests
 (up to ``max_batch_size`` texts) run together in the next pass. A lone request runs at once, so a
 single client pays no batching delay unless ``max_wait_seconds`` asks the batcher to wait for
-company. The backlog is bounded: once ``max_queued_items`` texts wait, new requests are refused
-with ``Overloaded`` at once (the server answers 503) instead of queueing work whose clients will
-have given up long before their turn. All passes run in one worker thread: the model is never
+company (a wait that ends as soon as ``max_batch_size`` texts are queued). The backlog is bounded:
+once ``max_queued_items`` texts wait, new requests are refused with ``Overloaded`` at once (the
+server answers 503) instead of queueing work whose clients will have given up long before their
+turn. All passes run in one worker thread: the model is never
 called concurrently (intra-op threads already use every allowed core), and the event loop stays
 free to accept requests.
 """
@@ -111,8 +112,8 @@ class MicroBatcher:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                if self.max_wait_seconds and self.backlog() < self.max_batch_size:
-                    await asyncio.sleep(self.max_wait_seconds)
+                if self.max_wait_seconds:
+                    await self._gather(loop.time() + self.max_wait_seconds)
                 batch = self._take_batch()
                 if not batch:
                     continue
@@ -134,6 +135,18 @@ class MicroBatcher:
                     if not job.future.done():
                         job.future.set_result(list(results[start:end]))
                     start = end
+
+    async def _gather(self, deadline: float) -> None:
+        """Wait for company until `deadline` (the loop's clock), or less: once a full batch waits."""
+        while self.backlog() < self.max_batch_size:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()  # set again by the next submit()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
 
     def close(self) -> None:
         if self._worker is not None:

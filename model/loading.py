@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,22 @@ class LoadedClassifier:
     labels: dict[int, str]
     max_length: int
     source: str
+    forward_inputs: frozenset[str] | None = None  # what model.forward accepts; None: anything (**kwargs)
+
+    def model_inputs(self, tokens) -> dict:
+        """The tokenizer's outputs the model takes: a generic tokenizer may add inputs (``token_type_ids``)
+        that this model's forward has no parameter for (DistilBERT)."""
+        if self.forward_inputs is None:
+            return dict(tokens)
+        return {name: value for name, value in tokens.items() if name in self.forward_inputs}
+
+
+def forward_inputs(model) -> frozenset[str] | None:
+    """Names of the parameters of ``model.forward``, or None when it takes any keyword (``**kwargs``)."""
+    parameters = inspect.signature(model.forward).parameters.values()
+    if any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+        return None
+    return frozenset(parameter.name for parameter in parameters)
 
 
 def _max_length(tokenizer, config) -> int:
@@ -74,4 +91,5 @@ def load_classifier(model_dir: str | None, model_id: str | None = None, revision
         except (OSError, ValueError) as error:
             raise ModelLoadError(f"could not load the model in {source}: {error}") from error
     labels = {int(index): str(name) for index, name in model.config.id2label.items()}
-    return LoadedClassifier(tokenizer, model, labels, _max_length(tokenizer, model.config), source)
+    max_length = _max_length(tokenizer, model.config)
+    return LoadedClassifier(tokenizer, model, labels, max_length, source, forward_inputs(model))

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import orjson
 
+from model.binary_tensors import binary_request_problem
 from model.metrics import REQUEST_DURATION, REQUESTS
 
 INFERENCE_PATH = re.compile(
@@ -79,6 +80,41 @@ class RequestMetricsMiddleware:
             REQUESTS.labels(model, protocol, str(status)).inc()
 
 
+INTERNAL_ERROR = "internal error in the model server; the server log has the details"
+
+
+class InternalErrorMiddleware:
+    """An error inside the app is answered with a generic 500 and logged with its traceback: the client never
+    sees a Python exception (KServe 0.14's own handler answers ``{"error": "TypeError : ..."}``).
+
+    It sits inside the other middleware, so the metrics count these answers as 500."""
+
+    def __init__(self, app, logger):
+        self.app = app
+        self.logger = logger
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_and_note(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception:
+            self.logger.exception("internal error answering %s %s", scope["method"], scope["path"])
+            if started:  # too late for an error answer: let the server close the connection
+                raise
+            await send_error(send, 500, INTERNAL_ERROR)
+
+
+BINARY_HEADER = b"inference-header-content-length"
 REPOSITORY_PATH = re.compile(r"^/v2/repository/models/[^/]+/(load|unload)$")
 
 
@@ -87,8 +123,8 @@ class RequestGuardMiddleware:
 
     - inference requests with a method other than POST: 405 (KServe says "model does not exist");
     - bodies over ``max_body_bytes``: 413, checked on Content-Length and while reading a chunked body;
-    - v2 binary tensor data (``inference-header-content-length``): 415, only JSON tensors are
-      supported (KServe 0.14 answers malformed binary requests with 500);
+    - v2 binary tensor data (``inference-header-content-length``) that KServe could not decode: 400 with
+      what is wrong (KServe 0.14 answers malformed binary requests with 500);
     - model repository load/unload: 403; this server serves one model for its whole life, and an
       unauthenticated unload would take it offline until the pod restarts;
     - a client that disconnects before its answer (a timeout, a cancelled call): the request is
@@ -114,9 +150,6 @@ class RequestGuardMiddleware:
             await send_error(send, 405, "use POST for inference requests", [(b"allow", b"POST")])
             return
         headers = dict(scope["headers"])
-        if route[0] == "v2" and b"inference-header-content-length" in headers:
-            await send_error(send, 415, "binary tensor data is not supported: send the texts as JSON data")
-            return
         too_large = f"request body is larger than the limit of {self.max_body_bytes} bytes"
         declared = headers.get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
@@ -135,7 +168,14 @@ class RequestGuardMiddleware:
                 return
             if not message.get("more_body", False):
                 break
-        await run_until_disconnect(self.app, scope, b"".join(chunks), receive, send)
+        body = b"".join(chunks)
+        binary_header = headers.get(BINARY_HEADER)
+        if route[0] == "v2" and binary_header is not None:
+            problem = binary_request_problem(body, binary_header)
+            if problem:
+                await send_error(send, 400, f"binary tensor request: {problem}")
+                return
+        await run_until_disconnect(self.app, scope, body, receive, send)
 
 
 async def run_until_disconnect(app, scope, body: bytes, receive: Callable, send: Callable) -> None:

@@ -25,14 +25,15 @@ from fastapi.responses import JSONResponse
 from kserve import model_server as kserve_model_server
 from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from kserve.logging import logger
-from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse, RequestedOutput
 
 from model.batching import MicroBatcher, Overloaded
 from model.cpu import compute_threads
+from model.grpc_server import GuardedModelServer
 from model.inputs import texts_from_v1, texts_from_v2
 from model.loading import LoadedClassifier, ModelLoadError, load_classifier
 from model.metrics import BATCH_SIZE, FORWARD_DURATION, MODEL_READY
-from model.middleware import RequestGuardMiddleware, RequestMetricsMiddleware
+from model.middleware import InternalErrorMiddleware, RequestGuardMiddleware, RequestMetricsMiddleware
 
 DEFAULT_MODEL_DIR = "/mnt/models"  # where KServe's storage-initializer puts a storageUri's files
 V1_EXAMPLES = {  # the seed's requests, shown in /docs
@@ -121,7 +122,7 @@ class SentimentModel(kserve.Model):
             texts, padding=True, truncation=True, max_length=classifier.max_length, return_tensors="pt"
         )
         with torch.inference_mode():
-            logits = classifier.model(**tokens).logits
+            logits = classifier.model(**classifier.model_inputs(tokens)).logits
         scores, label_ids = logits.softmax(dim=-1).max(dim=-1)
         FORWARD_DURATION.labels(self.name).observe(time.perf_counter() - start)
         return [
@@ -149,15 +150,17 @@ class SentimentModel(kserve.Model):
                     for label, score in zip(result.labels, result.scores, strict=True)
                 ]
             }
+        request = result.v2_request
         count = len(result.labels)
         return InferResponse(
-            response_id=result.v2_request.id or str(uuid.uuid4()),
+            response_id=request.id or str(uuid.uuid4()),
             model_name=self.name,
             infer_outputs=[
                 InferOutput(name="label", shape=[count], datatype="BYTES", data=result.labels),
                 InferOutput(name="score", shape=[count], datatype="FP32", data=result.scores),
             ],
-            requested_outputs=result.v2_request.request_outputs,
+            use_binary_outputs=request.use_binary_outputs,
+            requested_outputs=requested_outputs(request),
         )
 
     def get_input_types(self) -> list[dict]:
@@ -168,6 +171,20 @@ class SentimentModel(kserve.Model):
             {"name": "label", "datatype": "BYTES", "shape": [-1]},
             {"name": "score", "datatype": "FP32", "shape": [-1]},
         ]
+
+
+def requested_outputs(request: InferRequest) -> list[RequestedOutput] | None:
+    """The request's outputs; over REST, one without its own ``binary_data`` parameter follows the request's
+    ``binary_data_output`` (the binary tensor extension's rule, which KServe 0.14 applies only without
+    ``outputs``)."""
+    outputs = request.request_outputs
+    if not outputs or request.from_grpc:
+        return outputs
+    default = bool(request.use_binary_outputs)
+    return [
+        RequestedOutput(output.name, {"binary_data": default, **(output.parameters or {})})
+        for output in outputs
+    ]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max_batch_wait_ms",
         type=float,
         default=0.0,
-        help="how long a forward pass waits for more requests to join it (0: start when the model is free)",
+        help="how long a forward pass waits for more requests to join it, at most until a batch is full "
+        "(0: start when the model is free)",
     )
     parser.add_argument("--max_instances", type=int, default=64, help="most texts accepted in one request")
     parser.add_argument(
@@ -214,12 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="wait this long before loading the model (to exercise readiness probes and rollouts)",
     )
+    parser.add_argument(
+        "--load_after_file",
+        default=None,
+        help="load the model only once this file exists (a readiness gate: kubectl exec ... touch FILE)",
+    )
     return parser
 
 
 def add_http_extras(app, model: SentimentModel, max_request_bytes: int) -> None:
-    """Request metrics, size limits, 503 when overloaded, a truthful /v2/health/ready and request examples
-    in /docs."""
+    """Request metrics, size limits, 503 when overloaded, generic 500s, a truthful /v2/health/ready and
+    request examples in /docs."""
+    app.add_middleware(InternalErrorMiddleware, logger=logger)  # innermost of ours: errors are counted as 500
     app.add_middleware(RequestGuardMiddleware, max_body_bytes=max_request_bytes)
     app.add_middleware(RequestMetricsMiddleware, served_models=lambda: {model.name})
 
@@ -271,13 +295,19 @@ class RefusedRequestLogFilter(logging.Filter):
         return True
 
 
-def load_in_background(model: SentimentModel, delay_seconds: float) -> threading.Thread:
+def load_in_background(
+    model: SentimentModel, delay_seconds: float, after_file: str | None = None
+) -> threading.Thread:
     """Load while the server already answers health checks; exit the process if loading fails."""
 
     def run():
         try:
             if delay_seconds:
                 time.sleep(delay_seconds)
+            if after_file:
+                logger.info("model %s loads once %s exists", model.name, after_file)
+                while not os.path.exists(after_file):
+                    time.sleep(0.1)
             model.load()
         except ModelLoadError as error:
             logger.error("model %s failed to load: %s", model.name, error)
@@ -318,7 +348,8 @@ def main() -> None:
         max_queued_texts=args.max_queued_texts,
     )
     model = SentimentModel(args.model_name, args.model_dir, args.model_id, args.model_revision, settings)
-    server = kserve.ModelServer(
+    server = GuardedModelServer(
+        grpc_options=vars(args),
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         workers=1,
@@ -333,7 +364,7 @@ def main() -> None:
     model.enable_latency_logging = args.enable_latency_logging
     server.register_model(model)  # registered before it is ready: /v1/models/NAME says 503 until load() ends
     add_http_extras(kserve_model_server.app, model, args.max_request_bytes)
-    load_in_background(model, args.load_delay_seconds)
+    load_in_background(model, args.load_delay_seconds, args.load_after_file)
     server.start([])
 
 

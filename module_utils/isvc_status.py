@@ -37,6 +37,12 @@ INVALID_SPEC_REASONS = (
     "InvalidPredictorSpec",
 )
 OOM_RESTARTS_BEFORE_TERMINAL = 2
+# Knative's revision status once the user container has exited with an error (its ContainerExitingMessage):
+# the evidence KServe's modelStatus reports as ModelLoadFailed, read by Knative when it happens (KServe reads
+# it only at its own reconciles, and writes Pending again at one that finds the container restarting). While
+# pods of the revision crash-loop it may still heal; once Knative has scaled the failed revision to zero
+# (its progress deadline passed) nothing retries it without a change.
+CONTAINER_FAILED = "Container failed with: "
 
 HINTS = {
     "unschedulable": "no node can run the pod: lower the predictor's resources.requests, add capacity, "
@@ -49,7 +55,11 @@ HINTS = {
     "storageUri and pass --model_id=<hub id> in the huggingface runtime args",
     "invalid_spec": "no ServingRuntime serves this model: check modelFormat / runtime names and that the "
     "runtime is installed and not disabled",
-    "failed_load": "the model failed to load: see lastFailureInfo and the container logs below",
+    "invalid_deployment": "Knative cannot create the predictor's Deployment from this spec (the API server's "
+    "reason is in the message): where a predictor gives no limits, KServe sets 1 CPU / 2Gi, so requests "
+    "above that need limits of their own",
+    "failed_load": "the model failed to load (its container exited with an error): see the message "
+    "(KServe's lastFailureInfo or Knative's revision status) and the container logs below",
     "crash_loop": "the model server exits at start-up: see its last log lines",
     "oom": "the container was OOMKilled: raise the predictor's memory limit",
     "ingress": "the ingress (Istio gateway / net-istio) has not configured the route yet",
@@ -227,7 +237,7 @@ class Evidence:
 
 def diagnose(evidence: Evidence) -> list[Finding]:
     findings = [
-        *_status_findings(evidence.isvc),
+        *_status_findings(evidence.isvc, pods_left=bool(evidence.pods or evidence.unreadable)),
         *_pod_findings(evidence.pods, evidence.logs),
         *_event_findings(evidence.isvc, evidence.events),
         *(Finding("unreadable", text, f"diagnosis incomplete: {text}") for text in evidence.unreadable),
@@ -247,7 +257,7 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
     return unique
 
 
-def _status_findings(isvc: dict) -> list[Finding]:
+def _status_findings(isvc: dict, pods_left: bool) -> list[Finding]:
     status = isvc.get("status") or {}
     if not status:
         return [Finding("no_status", "status", "the InferenceService has no status at all")]
@@ -257,13 +267,14 @@ def _status_findings(isvc: dict) -> list[Finding]:
             same_cause.setdefault((cond.get("status"), cond.get("reason"), cond.get("message")), []).append(
                 cond
             )
-    findings = [_condition_finding(group) for group in same_cause.values()]
+    findings = [_condition_finding(group, pods_left) for group in same_cause.values()]
     findings += _model_status_findings(status.get("modelStatus") or {})
     return findings
 
 
-def _condition_finding(group: list[dict]) -> Finding:
-    """One finding for conditions that share status, reason and message."""
+def _condition_finding(group: list[dict], pods_left: bool) -> Finding:
+    """One finding for conditions that share status, reason and message (`pods_left`: the latest revision
+    still has pods)."""
     cond = {**group[0], "type": ", ".join(c.get("type", "?") for c in group)}
     reason, message = cond.get("reason") or "", cond.get("message") or ""
     text = ("conditions " if len(group) > 1 else "condition ") + describe_condition(cond)
@@ -276,6 +287,8 @@ def _condition_finding(group: list[dict]) -> Finding:
         return Finding("unschedulable", subject, text, terminal=True)
     if reason in INVALID_SPEC_REASONS:
         return Finding("invalid_spec", subject, text, terminal=True)
+    if reason == "RevisionFailed" and CONTAINER_FAILED in message and not pods_left:
+        return Finding("failed_load", subject, f"{text} (no pod of the revision is left to retry)", True)
     if reason == "IngressNotConfigured":
         return Finding("ingress", subject, text)
     return Finding("condition", subject, text)
@@ -405,6 +418,8 @@ def _event_findings(isvc: dict, events: list[dict]) -> list[Finding]:
             text += f" (x{count})"
         if "StorageURI not supported" in message or (hf_uris and "not supported" in message):
             findings.append(Finding("hf_storage_uri", subject, text, True))
+        elif "failed to create deployment" in message and " is invalid: " in message:
+            findings.append(Finding("invalid_deployment", subject, text, True))
         elif EXEC_FORMAT_ERROR in message:
             findings.append(Finding("exec_format", subject, text, True))
         elif reason == "NodeNotReady":

@@ -11,6 +11,7 @@ import contextlib
 import time
 
 from . import manifests as m
+from . import webhooks
 from .k8s_api import reason
 from .k8s_waits import (
     wait_established,
@@ -20,7 +21,9 @@ from .k8s_waits import (
 with contextlib.suppress(ImportError):  # a missing client library is reported by the module's checks
     from kubernetes.dynamic.exceptions import ConflictError, DynamicApiError, NotFoundError
 
-WEBHOOK_NOT_READY = ("failed calling webhook", "no endpoints available for service", "connection refused")
+
+# The API server's words for an applied object with a field its CRD's schema does not declare.
+SCHEMA_LAGS = "field not declared in schema"
 
 
 class Applier:
@@ -73,6 +76,20 @@ class Applier:
             if api.check_mode:  # its namespace is created by this same set
                 return m.ObjectResult(obj, "created", after=obj, note=reason(exc))
             raise
+        except m.ManifestError as exc:
+            if not (api.check_mode and SCHEMA_LAGS in str(exc)):
+                raise
+            # A dry run checks the object against the CRD in the cluster, which a real run would have
+            # replaced before (an earlier phase or part): a release that adds a field to a CRD (KServe
+            # 0.15's ClusterServingRuntime workerSpec) cannot be dry-run before its CRD is applied.
+            api.warn(
+                f"{m.describe(obj)}: not dry-run, the cluster's CRD does not declare a field of it yet "
+                f"({reason(exc)}); a real run applies the newer CRD first"
+            )
+            action = "created" if before is None else "updated"
+            return m.ObjectResult(
+                obj, action, before=before, after=obj, note="its CRD in the cluster is older"
+            )
         except ConflictError as exc:
             api.warn(
                 f"{m.describe(obj)}: left as is, another field manager owns fields we set "
@@ -94,12 +111,13 @@ class Applier:
         return m.ObjectResult(obj, action, before=before, after=after)
 
     def _server_side_apply(self, resource, obj):
-        """One PATCH; retried while an admission webhook of the platform is not serving yet."""
-        deadline = time.monotonic() + self.api.timeout
-        delay = 1.0
+        """One PATCH; retried (bounded by the API's webhook_timeout) while an admission webhook does not
+        serve yet (see webhooks.py). A webhook's rejection, or any other error, fails at once."""
+        started = time.monotonic()
+        delay, attempts, first_problem = 1.0, 0, ""
         while True:
             try:
-                return self.api.request(
+                answer = self.api.request(
                     "patch",
                     self.api.path(resource, obj),
                     body=obj,
@@ -109,12 +127,33 @@ class Applier:
                 )
             except DynamicApiError as exc:
                 message = reason(exc)
-                if not any(text in message for text in WEBHOOK_NOT_READY) or time.monotonic() > deadline:
+                waited = time.monotonic() - started
+                if not webhooks.not_ready(message):
                     if isinstance(exc, (NotFoundError, ConflictError)):
                         raise
                     raise m.ManifestError(f"{m.describe(obj)}: server-side apply failed: {message}") from exc
+                if self.api.webhook_timeout <= 0:
+                    raise m.ManifestError(
+                        f"{m.describe(obj)}: {webhooks.explain(message)} (no retry: webhook_timeout 0): "
+                        f"{message}"
+                    ) from exc
+                if waited + delay > self.api.webhook_timeout:
+                    raise m.ManifestError(
+                        f"{m.describe(obj)}: gave up after {attempts + 1} attempts over {waited:.0f} s "
+                        f"({webhooks.explain(message)}): {message}"
+                    ) from exc
+                attempts += 1
+                first_problem = first_problem or webhooks.explain(message)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+                continue
+            if attempts:
+                retries = "1 retry" if attempts == 1 else f"{attempts} retries"
+                self.api.warn(
+                    f"{m.describe(obj)}: applied after {retries} over "
+                    f"{time.monotonic() - started:.0f} s ({first_problem})"
+                )
+            return answer
 
     def _create_once(self, resource, obj):
         """A generateName object is created once: a later run finds its sibling and leaves it."""

@@ -10,6 +10,10 @@ object. Underneath it keeps the resourceVersion of the last event it saw, so tha
 - BOOKMARK events only advance the resourceVersion.
 
 Counters in `stats` say how often each happened (the wait module returns them).
+
+`CollectionWatch` follows every object of a kind in one namespace (optionally those matching a label
+selector) through one watch: the same recovery, with `list_objects()` instead of `get()` and a relist
+that returns all the objects.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class WatchError(Exception):
 class Change:
     type: str  # ADDED, MODIFIED, DELETED, or RELISTED (fresh GET after 410 Gone)
     object: dict | None
+    objects: list | None = None  # a CollectionWatch's RELISTED: every object, as the fresh list has them
 
 
 class ObjectWatch:
@@ -108,7 +113,7 @@ class ObjectWatch:
                 "get",
                 self.resource.path(namespace=self.namespace),
                 watch=True,
-                field_selector=f"metadata.name={self.name}",
+                **self._selectors(),
                 resource_version=self.resource_version,
                 allow_watch_bookmarks=True,
                 timeout_seconds=window,
@@ -149,5 +154,37 @@ class ObjectWatch:
         obj = self.get()
         return Change("RELISTED" if obj else "DELETED", obj)
 
+    def _selectors(self) -> dict:
+        return {"field_selector": f"metadata.name={self.name}"}
+
     def _describe(self) -> str:
         return f"{self.resource.kind} {self.namespace}/{self.name}"
+
+
+class CollectionWatch(ObjectWatch):
+    """Every object of `resource` in `namespace` (matching `label_selector`), through one watch."""
+
+    def __init__(self, client, resource, namespace: str, label_selector: str = "", clock=time.monotonic):
+        super().__init__(client, resource, "", namespace, clock=clock)
+        self.label_selector = label_selector
+
+    def get(self) -> dict | None:
+        raise TypeError("a CollectionWatch lists: use list_objects()")
+
+    def list_objects(self) -> list[dict]:
+        """The current objects; the list's resourceVersion becomes the watch's starting point."""
+        listing = self.resource.get(namespace=self.namespace, label_selector=self.label_selector or None)
+        listing = listing.to_dict()
+        self.resource_version = (listing.get("metadata") or {}).get("resourceVersion")
+        return listing.get("items") or []
+
+    def _relist(self) -> Change:
+        self.stats["relists"] += 1
+        return Change("RELISTED", None, objects=self.list_objects())
+
+    def _selectors(self) -> dict:
+        return {"label_selector": self.label_selector} if self.label_selector else {}
+
+    def _describe(self) -> str:
+        selected = f" ({self.label_selector})" if self.label_selector else ""
+        return f"{self.resource.kind}s in {self.namespace}{selected}"

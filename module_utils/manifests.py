@@ -13,6 +13,7 @@ directory, verified against its pinned sha256 before anything is applied. Its YA
 Deletion runs the same phases in reverse.
 """
 
+import base64
 import copy
 import hashlib
 import json
@@ -77,13 +78,16 @@ class ManifestSource:
         return self.path or self.url
 
     @classmethod
-    def from_params(cls, params, mirror_dir="", extra_releases=None, component="", version=""):
+    def from_params(
+        cls, params, mirror_dir="", extra_releases=None, component="", version="", allow_unpinned=False
+    ):
         """A source from a module's parameters.
 
         `name` is a file of a release in the catalog (`releases.py`): `component` and `version` (the source's
         own, else the given defaults) say which. It is read from `mirror_dir` when one is given, else from the
         release URL, with the catalog's pinned sha256 (see `releases.release_file` for what is verified).
-        `url` / `path` name any file directly, with an optional `sha256`.
+        `url` / `path` name any file directly, with its `sha256`: a `url` without one is refused unless
+        `allow_unpinned` (a `path` is the user's own file).
         """
         label_selector = params.get("label_selector") or ""
         sha256 = (params.get("sha256") or "").lower()
@@ -94,17 +98,33 @@ class ManifestSource:
             if not component or not version:
                 raise ManifestError(f"{name}: a release file needs a component and a version")
             try:
-                found = releases.release_file(component, version, name, mirror_dir or "", extra_releases)
+                found = releases.release_file(
+                    component, version, name, mirror_dir or "", extra_releases, allow_unpinned
+                )
             except releases.ReleaseError as exc:
                 raise ManifestError(str(exc)) from exc
             sha256 = found.sha256.lower()
             return cls(url=found.url, path=found.path, sha256=sha256, label_selector=label_selector)
+        if params.get("url") and not sha256 and not allow_unpinned:
+            raise ManifestError(
+                f"{params['url']}: a download needs its sha256 (sources[].sha256), or allow_unpinned "
+                "(kserve_ansible_allow_unpinned: true) to use it unverified"
+            )
         return cls(
             url=params.get("url") or "",
             path=params.get("path") or "",
             sha256=sha256,
             label_selector=label_selector,
         )
+
+
+# The argument spec of a patch (apply_patches), for the modules that take `patches`.
+PATCH_SPEC = {
+    "kind": {"type": "str", "required": True},
+    "name": {"type": "str", "required": True},
+    "namespace": {"type": "str"},
+    "merge": {"type": "dict", "required": True},
+}
 
 
 def read_source(source, fetch_url):
@@ -146,6 +166,17 @@ def parse_documents(text, origin):
         objects.append(document)
     for obj in objects:
         _check_object(obj, origin)
+    return objects
+
+
+def inline_objects(definitions, origin="definitions"):
+    """Objects given as data (a module's `definitions`), checked like a file's documents; deep copies."""
+    objects = []
+    for obj in definitions:
+        if not isinstance(obj, dict):
+            raise ManifestError(f"{origin}: not a mapping: {str(obj)[:200]}")
+        _check_object(obj, origin)
+        objects.append(copy.deepcopy(obj))
     return objects
 
 
@@ -450,6 +481,60 @@ if HAS_YAML:
     _DiffDumper.add_representer(str, _represent_text)
 
 
+# What a diff shows in place of a Secret's values. kubernetes.core's `hidden_fields` drops such fields; here
+# the keys stay, so that a diff still says which value changes (never the value, nor its base64).
+HIDDEN, HIDDEN_CHANGED = "<hidden>", "<hidden, changed>"
+# `kubectl apply` keeps a copy of the object it applied, values included, in this annotation.
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _secret_values(secret):
+    """A Secret's values by key, as base64 (the API server stores `stringData` merged into `data`)."""
+    values = {key: str(value) for key, value in (secret.get("data") or {}).items()}
+    for key, text in (secret.get("stringData") or {}).items():
+        values[key] = base64.b64encode(str(text).encode()).decode()
+    values[LAST_APPLIED] = ((secret.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED)
+    return values
+
+
+# Ansible masks a no_log value wherever it occurs in a result: a shorter one ("1", "true") would mask every
+# such string of it ("v1"), so it is left.
+SHORTEST_MASKED = 6
+
+
+def secret_values(objects):
+    """The values of the Secrets among `objects` as given (`stringData` text, `data` base64), for Ansible to
+    mask in the module's result (its arguments included) like no_log values."""
+    values = set()
+    for obj in objects:
+        if obj.get("kind") == "Secret":
+            for field in ("data", "stringData"):
+                values.update(str(value) for value in (obj.get(field) or {}).values())
+    return {value for value in values if len(value) >= SHORTEST_MASKED}
+
+
+def hide_secret_values(obj, before=None):
+    """`obj` as a diff may show it: a Secret's values (and kubectl's copy of them) replaced by HIDDEN, or by
+    HIDDEN_CHANGED where `before` (the diff's other side) holds another value for the key. Other kinds as is.
+    """
+    if not obj or obj.get("kind") != "Secret":
+        return obj
+    new = _secret_values(obj)
+    old = _secret_values(before) if before else {}
+
+    def marker(key):
+        return HIDDEN_CHANGED if old.get(key) is not None and old[key] != new[key] else HIDDEN
+
+    view = dict(obj)
+    for values in ("data", "stringData"):
+        if obj.get(values):
+            view[values] = {key: marker(key) for key in obj[values]}
+    if new[LAST_APPLIED] is not None:
+        metadata = view["metadata"] = dict(obj["metadata"])
+        metadata["annotations"] = {**metadata["annotations"], LAST_APPLIED: marker(LAST_APPLIED)}
+    return view
+
+
 class ObjectResult:
     """What happened to one object: `created`, `updated`, `unchanged`, `deleted`, `absent` or `conflict`."""
 
@@ -470,17 +555,25 @@ class ObjectResult:
         }
         if metadata.get("namespace"):
             entry["namespace"] = metadata["namespace"]
+        # metadata.generation before and after (a spec change bumps it: the models role's canary trigger)
+        for key, obj in (("previous_generation", self.before), ("generation", self.after)):
+            generation = ((obj or {}).get("metadata") or {}).get("generation")
+            if generation is not None and obj is not self.obj:
+                entry[key] = generation
         if self.note:
             entry["note"] = self.note
         return entry
 
     def diff(self):
+        """Ansible's diff of the object: its YAML before and after, without a Secret's values."""
+
         def render(obj):
             return yaml.dump(comparable(obj), Dumper=_DiffDumper, sort_keys=True) if obj is not None else ""
 
+        after = self.after if self.action != "deleted" else None
         return {
             "before_header": describe(self.obj),
             "after_header": describe(self.obj),
-            "before": render(self.before),
-            "after": render(self.after if self.action != "deleted" else None),
+            "before": render(hide_secret_values(self.before)),
+            "after": render(hide_secret_values(after, before=self.before)),
         }

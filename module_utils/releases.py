@@ -9,14 +9,21 @@ and the tests all read it.
 - A *mirror* (``kserve_ansible_mirror_dir``: offline installs) holds them as
   ``<mirror>/<component>/<version>/<file>`` (see ``mirror_path``), Helm charts as
   ``<mirror>/<component>/<version>/charts/<dir>``.
-- The pinned sha256 of each file is the mirror's (some mirror files are reconstructed, not byte-identical
-  to the published asset, see the mirror's README), so it is verified for every file read from a mirror.
-  Downloads are verified only for components whose pins are the published bytes (``verify_downloads``).
+- The pinned sha256 of each file is the mirror's, verified for every file read from a mirror. Most mirror
+  files are the published release assets byte for byte, so their pins verify downloads too. A few are
+  reconstructed (see the mirror's README): a component's ``unpublished_pins`` lists them, and a download of
+  one has no pin. A download with no pin is refused unless the user gives the file's sha256 in ``extra``
+  (which then verifies the download and a mirror copy alike) or explicitly allows unpinned downloads.
+- What the roles do differently from one release of a component on is data too: its ``features`` (feature ->
+  the first release that has it), asked with ``has_feature`` (the models role's hf:// workaround for KServe
+  below 0.15.0). Everything else that differs between releases (KServe 0.16.0's extra CRDs, Certificate,
+  webhooks and controller) is read from the release's own manifests, not listed here.
 - A version outside the catalog is refused with the list of supported ones, unless the user declares its
   files and checksums in ``extra`` (``kserve_ansible_extra_releases``: the same shape as a component's
   ``releases``), which is the documented way to run another release.
 """
 
+import json
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -35,7 +42,9 @@ class Component:
     releases: dict  # version -> {file name: sha256}
     refs: dict = field(default_factory=dict)  # version -> git ref in release_url, when not the version
     charts: dict = field(default_factory=dict)  # chart name -> (mirror directory, OCI reference)
-    verify_downloads: bool = False
+    # Files whose pin is the mirror's reconstruction, not the published bytes: not verifiable when downloaded.
+    unpublished_pins: frozenset = frozenset()
+    features: dict = field(default_factory=dict)  # feature -> the first release that has it
 
 
 CATALOG = {
@@ -46,6 +55,8 @@ CATALOG = {
                 "cert-manager.yaml": "1d51cdecd442f1f5f89783e9e0169b95d372724da203cc75dd7a5c4e50a10ce6",
             },
         },
+        # The mirror's cert-manager.yaml is v1.16.1's published file re-versioned, not v1.16.2's bytes.
+        unpublished_pins=frozenset({"cert-manager.yaml"}),
     ),
     # net-istio ships the Istio it was tested with (1.22.2 for 1.16) as istio.yaml.
     "net-istio": Component(
@@ -71,6 +82,8 @@ CATALOG = {
                 ),
             },
         },
+        # Assembled from source: its Job image is ko://..., where the published file has a gcr.io digest.
+        unpublished_pins=frozenset({"serving-default-domain.yaml"}),
     ),
     "kserve": Component(
         release_url="https://github.com/kserve/kserve/releases/download/v{version}",
@@ -81,10 +94,30 @@ CATALOG = {
                     "d313340c111032edc05f67575f55ea4ee01a07dda8b0bffe97f00a447f41dfc9"
                 ),
             },
+            "0.15.2": {
+                "kserve.yaml": "e9b50af37a8704b57ab0272cf69d1ee05c33f6002cfd91a8d459877042be36b6",
+                "kserve-cluster-resources.yaml": (
+                    "0a1f5987fff67a98dac74079bdd423481775319e355388f59545a7873a2615fa"
+                ),
+            },
+            # Adds LLMInferenceService: 4 more CRDs, the llmisvc controller with its own Certificate and
+            # webhooks, and LLMInferenceServiceConfig objects (validated by that controller's webhook).
+            "0.16.0": {
+                "kserve.yaml": "1cedecd9022a6793a394f3c8b8cdb8dab6d8b8b0cd33b2046a22f4f7356e6eb3",
+                "kserve-cluster-resources.yaml": (
+                    "67bcdfe0bce80e813cb4b35fadba54dc8f26172651ee263318c93930fdf1934d"
+                ),
+            },
         },
         charts={
             "kserve-crd": ("charts/kserve-crd", "oci://ghcr.io/kserve/charts/kserve-crd"),
             "kserve": ("charts/kserve-resources", "oci://ghcr.io/kserve/charts/kserve"),
+        },
+        # What the roles do differently from a release on: see `has_feature`.
+        features={
+            # hf:// storageUris are accepted (kserve#3916); below, the models role serves such a model with
+            # --model_id instead (the guide's workaround).
+            "hf_storage_uri": "0.15.0",
         },
     ),
     # Knative Serving's Grafana dashboards (knative-extensions/monitoring, untagged: pinned by commit, the
@@ -112,7 +145,6 @@ CATALOG = {
             },
         },
         refs={"36a2099": "36a2099d02e728f6255f8ef4ab7856be76f8207a"},
-        verify_downloads=True,
     ),
 }
 
@@ -160,6 +192,25 @@ def _version_key(version):
     return [int(part) if part.isdigit() else part for part in re.split(r"[.]", version)]
 
 
+def version_key(version):
+    """A version's sort key: "0.15.2" and "v0.15.2" -> (0, 15, 2) (ReleaseError when it is not X.Y.Z)."""
+    match = re.match(r"^v?(\d+)\.(\d+)\.(\d+)$", str(version))
+    if not match:
+        raise ReleaseError(f"not a version: {version!r} (expected X.Y.Z, e.g. 0.15.2)")
+    return tuple(int(part) for part in match.groups())
+
+
+def has_feature(name, version, feature):
+    """Whether release `version` of component `name` has `feature` (a key of its `features`: the first release
+    with it), for any X.Y.Z, also one declared in kserve_ansible_extra_releases."""
+    features = component(name).features
+    if feature not in features:
+        raise ReleaseError(
+            f"{name} has no feature {feature!r} in the catalog (features: {', '.join(sorted(features))})"
+        )
+    return version_key(version) >= version_key(features[feature])
+
+
 def version_problem(variable, value, extra=None):
     """Why `value` cannot be the pin `variable` (a key of VERSION_PINS) or '' when it can.
 
@@ -197,8 +248,12 @@ def mirror_path(mirror_dir, name, version, *parts):
     return posixpath.join(mirror_dir, name, version, *parts)
 
 
-def release_file(name, version, file_name, mirror_dir="", extra=None):
-    """Where to read one file of a release, and its pinned sha256 (ReleaseError when the catalog lacks it)."""
+def release_file(name, version, file_name, mirror_dir="", extra=None, allow_unpinned=False):
+    """Where to read one file of a release, and the sha256 to verify it against.
+
+    ReleaseError when the release or the file is not in the catalog or `extra`, and when a download would
+    have no pin (see the module docstring) unless `allow_unpinned`.
+    """
     known = releases(name, extra)
     if version not in known:
         raise ReleaseError(
@@ -216,9 +271,19 @@ def release_file(name, version, file_name, mirror_dir="", extra=None):
             name, version, file_name, path=mirror_path(mirror_dir, name, version, file_name), sha256=pinned
         )
     url = f"{release_url(name, version)}/{file_name}"
-    return ReleaseFile(
-        name, version, file_name, url=url, sha256=pinned if component(name).verify_downloads else ""
-    )
+    given = file_name in (((extra or {}).get(name) or {}).get(version) or {})
+    if file_name in component(name).unpublished_pins and not given:
+        if not allow_unpinned:
+            example = json.dumps({name: {version: {file_name: "<sha256>"}}})
+            raise ReleaseError(
+                f"{url}: no sha256 of this published file is pinned (the catalog pins the mirror's "
+                f"reconstructed copy), so a download cannot be verified. Give its sha256 in "
+                f"kserve_ansible_extra_releases ({example}), "
+                "read it from a mirror (kserve_ansible_mirror_dir), or allow unverified downloads "
+                "(kserve_ansible_allow_unpinned: true)"
+            )
+        pinned = ""
+    return ReleaseFile(name, version, file_name, url=url, sha256=pinned)
 
 
 def chart_ref(name, chart, version, mirror_dir=""):

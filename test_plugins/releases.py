@@ -6,8 +6,7 @@
 from __future__ import annotations
 
 from ansible.errors import AnsibleError
-
-from ..module_utils import releases
+from ansible_collections.kserve_ansible.serving.plugins.module_utils import releases
 
 
 def version_pin(value, variable, extra_releases=None):

@@ -1,5 +1,6 @@
 """Small helpers shared by tests: run the project's own commands the way a user does."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -34,3 +35,19 @@ def recap(output):
         if line.startswith("localhost") and "ok=" in line:
             return {k: int(v) for k, v in (item.split("=") for item in line.split(":", 1)[1].split())}
     raise AssertionError(f"no PLAY RECAP in output:\n{output[-3000:]}")
+
+
+def write_kubeconfig(path, server: str, verify: bool = True) -> str:
+    """A kubeconfig at `path` for the API server at `server` (a token user; `verify=False` skips TLS
+    verification), as a file path: for tests against a dead port or a local stand-in server."""
+    cluster = {"server": server, **({} if verify else {"insecure-skip-tls-verify": True})}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    }
+    pathlib.Path(path).write_text(json.dumps(config))
+    return str(path)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Build (or reuse) the local control plane's binaries from the Go module proxy.
 # Output: $KSA_CACHE/bin/<name>-<version> (+ a <name> symlink) for kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, etcd, kwok, helm, vegeta; on request also knative-{controller,webhook,autoscaler,
-# activator,queue} (target knative-serving) and kserve-{manager,agent} (target kserve).
-# Every binary is keyed by its pinned version, so a warm run only checks files and takes well under a second.
+# kube-scheduler, kube-proxy, kubectl, etcd, kwok, coredns, helm, vegeta, knative-{controller,webhook,autoscaler,activator,queue}
+# (target knative-serving) and kserve-{manager,agent} + kserve-llmisvc from 0.16.0 (target kserve).
+# `kserve@v0.16.0` / `knative-serving@v0.44.0` build another version than the pin; with no target, everything
+# pinned is built, plus kserve at each of KSERVE_EXTRA_VERSIONS (the releases the cluster tests install).
+# Every binary is keyed by its version, so a warm run only checks files and takes well under a second.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=/dev/null
@@ -20,6 +22,8 @@ log() { printf '[build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 # have NAME VERSION: true when the binary for that version is already built.
 have() { [ -x "$bindir/$1-$2" ]; }
 link() { ln -sf "$1-$2" "$bindir/$1"; }
+# pinlink NAME VERSION: link NAME to that version only when it is the target's pin ($pin).
+pinlink() { [ "$2" != "$pin" ] || link "$1" "$2"; }
 
 # wrapper DIR MODULE VERSION PKG...: a throwaway module that requires MODULE@VERSION and (through a
 # tools.go file that is never compiled) imports the commands to build, so `go mod tidy` keeps the pin.
@@ -42,12 +46,12 @@ godirective() {
 build_kubernetes() {
   local v=$KUBERNETES_VERSION minor
   local all=1
-  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do have "$b" "$v" || all=0; done
-  if [ $all = 1 ]; then for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do link "$b" "$v"; done; return; fi
+  for b in kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl; do have "$b" "$v" || all=0; done
+  if [ $all = 1 ]; then for b in kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl; do link "$b" "$v"; done; return; fi
   log "kubernetes $v: preparing wrapper module"
   local dir="$work/kubernetes-$v"
   wrapper "$dir" k8s.io/kubernetes "$v" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubectl
+    k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl
   local gomod; gomod=$(godirective "$dir" k8s.io/kubernetes "$v")
   local staging="v0.${v#v1.}"
   # Every staging module the upstream go.mod replaces with ./staging/... is served as k8s.io/<name> v0.X.Y.
@@ -58,7 +62,7 @@ build_kubernetes() {
 -X k8s.io/component-base/version.buildDate=1970-01-01T00:00:00Z \
 -X k8s.io/client-go/pkg/version.gitVersion=$v -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
   (cd "$dir" && go mod tidy)
-  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for b in kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl; do
     have "$b" "$v" && { link "$b" "$v"; continue; }
     log "kubernetes $v: building $b"
     (cd "$dir" && go build -trimpath -p 2 -ldflags "$ld" -o "$bindir/$b-$v.tmp" "k8s.io/kubernetes/cmd/$b")
@@ -103,13 +107,34 @@ gosum() {
   chmod u+w "$1/go.sum" 2>/dev/null || true
 }
 
+# moddir MODULE VERSION: the module's source directory in the module cache (downloaded when missing).
+moddir() {
+  local dir
+  dir="$GOMODCACHE/$(printf '%s' "$1" | sed 's/[A-Z]/!\L&/g')@$2"
+  [ -d "$dir" ] || dir=$(cd "$work" && go mod download -json "$1@$2" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  printf '%s\n' "$dir"
+}
+
 # commands PREFIX MODULE VERSION CMD...: several `MODULE/cmd/CMD` programs from one wrapper module
-# (one dependency resolution, shared build cache), each to $bindir/PREFIX-CMD-VERSION.
+# (one dependency resolution, shared build cache), each to $bindir/PREFIX-CMD-VERSION. A `CMD?` is built
+# only when that version of the module has it (KServe's cmd/llmisvc exists from 0.16.0 on). The unversioned
+# PREFIX-CMD links point at the pinned version only ($pin), never at another version built on request.
 commands() {
   local prefix=$1 mod=$2 ver=$3; shift 3
-  local c all=1 pkgs=() t
+  local c all=1 pkgs=() cmds=() t src=""
+  for c in "$@"; do
+    if [ "${c%\?}" != "$c" ]; then
+      c=${c%\?}
+      if ! have "$prefix-$c" "$ver"; then
+        [ -n "$src" ] || src=$(moddir "$mod" "$ver")
+        [ -d "$src/cmd/$c" ] || continue
+      fi
+    fi
+    cmds+=("$c")
+  done
+  set -- "${cmds[@]}"
   for c in "$@"; do have "$prefix-$c" "$ver" || all=0; pkgs+=("$mod/cmd/$c"); done
-  if [ $all = 1 ]; then for c in "$@"; do link "$prefix-$c" "$ver"; done; return; fi
+  if [ $all = 1 ]; then for c in "$@"; do pinlink "$prefix-$c" "$ver"; done; return; fi
   local dir="$work/$prefix-$ver"
   log "$prefix $ver: preparing wrapper module ($mod $ver)"
   wrapper "$dir" "$mod" "$ver" "${pkgs[@]}"
@@ -120,16 +145,19 @@ commands() {
   (cd "$dir" && go mod tidy && go mod download)
   log "$prefix $ver: modules resolved and downloaded in $(( $(date +%s) - t ))s"
   for c in "$@"; do
-    have "$prefix-$c" "$ver" && { link "$prefix-$c" "$ver"; continue; }
+    have "$prefix-$c" "$ver" && { pinlink "$prefix-$c" "$ver"; continue; }
     log "$prefix $ver: building $mod/cmd/$c"
     t=$(date +%s)
     (cd "$dir" && go build -trimpath -p 2 -ldflags "-s -w" -o "$bindir/$prefix-$c-$ver.tmp" "$mod/cmd/$c")
-    mv "$bindir/$prefix-$c-$ver.tmp" "$bindir/$prefix-$c-$ver"; link "$prefix-$c" "$ver"
+    mv "$bindir/$prefix-$c-$ver.tmp" "$bindir/$prefix-$c-$ver"; pinlink "$prefix-$c" "$ver"
     log "$prefix $ver: $prefix-$c built in $(( $(date +%s) - t ))s"
   done
 }
 
-targets=${*:-"kubernetes etcd kwok helm vegeta"}
+extra=""
+for v in ${KSERVE_EXTRA_VERSIONS:-}; do extra="$extra kserve@$v"; done
+targets=${*:-"kubernetes etcd kwok coredns helm vegeta knative-serving kserve$extra"}
+kserve_commands=(manager agent 'llmisvc?')
 start=$(date +%s)
 for t in $targets; do
   case $t in
@@ -138,12 +166,14 @@ for t in $targets; do
     kwok) simple kwok sigs.k8s.io/kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok ;;
     helm) simple helm helm.sh/helm/v3 "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
             "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;;
+    coredns) simple coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns ;;
     vegeta) simple vegeta github.com/tsenart/vegeta/v12 "$VEGETA_VERSION" github.com/tsenart/vegeta/v12 \
             "-s -w -X main.Version=$VEGETA_VERSION" ;;
-    # Upstream controllers, only on request (not in the default list): see ../README.md.
-    knative-serving) commands knative knative.dev/serving "$KNATIVE_SERVING_MODULE_VERSION" \
-            controller webhook autoscaler activator queue ;;
-    kserve) commands kserve github.com/kserve/kserve "$KSERVE_VERSION" manager agent ;;
+    # The upstream controllers the pod runner starts for the pods the roles create (../programs.yaml).
+    knative-serving|knative-serving@v*) pin=$KNATIVE_SERVING_MODULE_VERSION; v=$pin; [ "$t" = knative-serving ] || v=${t#*@}
+            commands knative knative.dev/serving "$v" controller webhook autoscaler activator queue ;;
+    kserve|kserve@v*) pin=$KSERVE_VERSION; v=$pin; [ "$t" = kserve ] || v=${t#*@}
+            commands kserve github.com/kserve/kserve "$v" "${kserve_commands[@]}" ;;
     *) echo "unknown target $t" >&2; exit 2 ;;
   esac
 done

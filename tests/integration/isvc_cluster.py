@@ -4,6 +4,7 @@ the official client (the modules under test use kubernetes.core's)."""
 
 from __future__ import annotations
 
+import re
 import time
 
 import yaml
@@ -15,7 +16,12 @@ from tests.upstream import default_release_path
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 KSERVE_MANIFEST = default_release_path("kserve", "kserve_version", "kserve.yaml")  # read-only mirror
-DEFAULT_IMAGE = "example.com/echo-model:1.0"  # runs on any fake node (kwok); not our model server
+# Runs on any fake node (kwok; no local program, so no process); not our model server. dev.local is one of
+# the registries Knative skips resolving tags to digests for (config-deployment): there is no registry here.
+DEFAULT_IMAGE = "dev.local/echo-model:1.0"
+# Our model server (devcluster/programs.yaml): the pod runner runs `python -m model.server` for it, with the
+# local tiny model at /mnt/models. ghcr.io: Knative resolves no tag there either.
+MODEL_SERVER_IMAGE = "ghcr.io/kserve-ansible/kserve-ansible-model:0.1.0"
 
 
 def ensure_inference_service_crd(api: k8s.ApiClient) -> None:
@@ -64,10 +70,21 @@ class IsvcCluster:
         self.custom.delete_collection_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
 
     def create(
-        self, name: str, cpu: str = "50m", image: str = DEFAULT_IMAGE, annotations: dict | None = None
+        self,
+        name: str,
+        cpu: str = "50m",
+        image: str = DEFAULT_IMAGE,
+        annotations: dict | None = None,
+        args: list[str] | None = None,
+        limits: bool = True,
+        readiness_probe: dict | None = None,
     ) -> dict:
-        container = {"name": "kserve-container", "image": image}
-        container["resources"] = {"requests": {"cpu": cpu, "memory": "64Mi"}}
+        """limits: the same as the requests (else KServe's webhook sets its default limits, 1 CPU / 2Gi)."""
+        container = {"name": "kserve-container", "image": image, **({"args": args} if args else {})}
+        if readiness_probe:
+            container["readinessProbe"] = readiness_probe
+        requests = {"cpu": cpu, "memory": "64Mi"}
+        container["resources"] = {"requests": requests, **({"limits": dict(requests)} if limits else {})}
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "InferenceService",
@@ -79,7 +96,9 @@ class IsvcCluster:
     def set_cpu(self, name: str, cpu: str) -> dict:
         """A spec change: generation + 1, and a new Knative revision."""
         containers = self.get(name)["spec"]["predictor"]["containers"]
-        containers[0]["resources"]["requests"]["cpu"] = cpu
+        for bound in ("requests", "limits"):
+            if bound in containers[0]["resources"]:
+                containers[0]["resources"][bound]["cpu"] = cpu
         patch = {"spec": {"predictor": {"containers": containers}}}
         return self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, patch)
 
@@ -92,6 +111,22 @@ class IsvcCluster:
         except k8s.ApiException as error:
             if error.status != 404:
                 raise
+
+    def predictor_pods(self, name: str) -> list:
+        selector = f"serving.kserve.io/inferenceservice={name}"
+        return self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
+
+    def apiserver_metric(self, metric: str, **labels: str) -> float:
+        """The sum of a metric of the API server (its /metrics) over the series with these labels."""
+        response = self.api.call_api("GET", f"{self.api.configuration.host}/metrics")
+        response.read()
+        text = response.data.decode()
+        total = 0.0
+        for series, value in re.findall(rf"^{metric}\{{(.*)\}} (\S+)$", text, re.MULTILINE):
+            found = dict(re.findall(r'(\w+)="([^"]*)"', series))
+            if all(found.get(key) == wanted for key, wanted in labels.items()):
+                total += float(value)
+        return total
 
     def node_arch(self) -> str:
         """The CPU architecture of the (fake) nodes."""

@@ -1,6 +1,6 @@
 """inference_probe against our real KServe model server (`python -m model.server` on a tiny model), run the
-way Ansible runs it; and, on the local control plane, through the simulator's ingress with the Host
-header taken from the InferenceService's status.url."""
+way Ansible runs it; and, on the local control plane with the serving platform installed, through the
+cluster's ingress port with the Host header taken from the InferenceService's status.url."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from devcluster.predictor import MODEL_DIR_ANNOTATION
 from tests.integration.isvc_cluster import IsvcCluster
 from tests.integration.module_runner import run_module
 from tests.model.server_process import ServerProcess
@@ -210,15 +209,19 @@ def test_check_mode_sends_nothing_and_hides_secret_headers(counting_server):
 # --------------------------------------------------------------------------- on the local control plane
 
 PROBE_NAMESPACE = "isvc-probe-test"
-OUR_MODEL_IMAGE = "registry.example.com/kserve-ansible-model:dev"  # the simulator runs it as a local process
+# Our model server's image: the local cluster runs it as a local process serving its tiny model (the same
+# seeded weights as tiny_model_dir). ghcr.io: Knative skips resolving its tags (no registry here).
+OUR_MODEL_IMAGE = "ghcr.io/kserve-ansible/kserve-ansible-model:dev"
+# A container's args replace the image's CMD: the model's name and directory, as the models role passes them.
+OUR_MODEL_ARGS = [f"--model_name={MODEL}", "--model_dir=/mnt/models", "--enable_grpc=false"]
 
 
 @pytest.fixture(scope="module")
-def served_isvc(local_cluster, tiny_model_dir):
-    """bert-sentiment as an InferenceService whose predictor is our model server (run by the simulator)."""
-    kube = IsvcCluster(local_cluster.kubeconfig, PROBE_NAMESPACE).set_up()
+def served_isvc(serving_platform):
+    """bert-sentiment as an InferenceService whose predictor is our model server, on the platform."""
+    kube = IsvcCluster(serving_platform.kubeconfig, PROBE_NAMESPACE).set_up()
     kube.delete(MODEL)
-    kube.create(MODEL, image=OUR_MODEL_IMAGE, annotations={MODEL_DIR_ANNOTATION: str(tiny_model_dir)})
+    kube.create(MODEL, image=OUR_MODEL_IMAGE, args=OUR_MODEL_ARGS)
     ready = run_module("inference_service_wait", kube.module_args(MODEL, timeout=300))
     assert not ready.get("failed"), ready.get("msg")
     yield kube

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import uuid
 
 import pytest
 import yaml
 from kubernetes import client
+from kubernetes import watch as k8s_watch
 
 from devcluster.cluster import COMPONENTS
 from devcluster.processes import is_running, listening_ports
@@ -113,6 +115,53 @@ def test_a_pod_the_node_controller_marked_not_ready_is_ready_again_on_its_ready_
     wait_for(available, 30, "Deployment web Available with 2 replicas again")
 
 
+def test_a_pod_the_runner_runs_is_not_ready_before_its_probe_passes_and_a_kwok_pod_is(
+    local_cluster, namespace
+):
+    """kwok marks the pods it plays Running and Ready at once; a pod whose process the pod runner runs is
+    Ready only once its readiness probe passes, as with a kubelet (never for a moment before: Knative's
+    autoscaler would count it, and its revision would stay Ready whatever the process does next)."""
+    core = client.CoreV1Api(local_cluster.api_client())
+    seen: list[tuple[str, str | None]] = []  # (pod, its Ready condition) in every status the API server sent
+    watcher = k8s_watch.Watch()
+
+    # every change after this point is delivered, however late the watch connects
+    since = core.list_namespaced_pod(namespace).metadata.resource_version
+
+    def watch():
+        stream = watcher.stream(
+            core.list_namespaced_pod, namespace, resource_version=since, timeout_seconds=300
+        )
+        for event in stream:
+            pod = event["object"]
+            ready = {c.type: c.status for c in pod.status.conditions or []}.get("Ready")
+            seen.append((pod.metadata.name, ready))
+
+    threading.Thread(target=watch, daemon=True).start()
+    never_serves = {  # this machine's Python runs it (programs.yaml: docker.io/python); nothing listens
+        "name": "app",
+        "image": "python:3.11-slim",
+        "command": ["python", "-c", "import time; time.sleep(3600)"],
+        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+    }
+    kwoks = {"name": "web", "image": "nginx:1.27"}
+    for name, container in (("runner-pod", never_serves), ("kwok-pod", kwoks)):
+        core.create_namespaced_pod(
+            namespace, {"metadata": {"name": name}, "spec": {"containers": [container]}}
+        )
+
+    def probe_failed():
+        events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=runner-pod").items
+        return any(e.reason == "Unhealthy" for e in events)
+
+    wait_for(probe_failed, 120, "runner-pod's readiness probe to fail")
+    wait_for(lambda: ("kwok-pod", "True") in seen, 60, "kwok-pod Ready")
+    watcher.stop()
+    runner = core.read_namespaced_pod("runner-pod", namespace)
+    assert runner.status.container_statuses[0].state.running, runner.status
+    assert [ready for pod, ready in seen if pod == "runner-pod"] and ("runner-pod", "True") not in seen, seen
+
+
 def test_a_deployment_asking_for_100_cpus_stays_pending_with_a_failed_scheduling_event(
     local_cluster, namespace
 ):
@@ -151,8 +200,9 @@ def test_the_platforms_upstream_crds_apply_server_side_and_become_established(lo
     assert "inferenceservices.serving.kserve.io" in names and "certificates.cert-manager.io" in names
 
 
-def test_admission_webhooks_are_not_called(local_cluster, namespace):
-    """Documented limitation: the platforms' webhooks run in fake pods, so the API server never calls one."""
+def test_admission_webhooks_are_called(local_cluster, namespace):
+    """Admission webhooks are on, as on a real cluster: a Fail-policy webhook nobody answers rejects the
+    writes it matches (what a user sees while a platform's webhook does not serve yet)."""
     admission = client.AdmissionregistrationV1Api(local_cluster.api_client())
     name = f"unreachable-{namespace}"
     admission.create_validating_webhook_configuration(
@@ -179,9 +229,26 @@ def test_admission_webhooks_are_not_called(local_cluster, namespace):
     )
     try:
         core = client.CoreV1Api(local_cluster.api_client())
-        core.create_namespaced_config_map(namespace, {"metadata": {"name": "created"}})
+        with pytest.raises(client.ApiException) as refused:
+            core.create_namespaced_config_map(namespace, {"metadata": {"name": "refused"}})
+        assert refused.value.status == 500, refused.value
+        message = json.loads(refused.value.body)["message"]
+        assert 'failed calling webhook "deny.example.com"' in message and "connection refused" in message
     finally:
         admission.delete_validating_webhook_configuration(name)
+    wait_for(
+        lambda: _creates(core, namespace, "created"), 30, "a create once the webhook configuration is gone"
+    )
+
+
+def _creates(core, namespace: str, name: str) -> bool:
+    try:
+        core.create_namespaced_config_map(namespace, {"metadata": {"name": name}})
+    except client.ApiException as error:
+        if "failed calling webhook" in (error.body or ""):
+            return False  # the API server has not dropped the deleted configuration yet
+        raise
+    return True
 
 
 def test_up_is_idempotent_a_crash_is_reported_and_down_leaves_nothing_running(tmp_path):

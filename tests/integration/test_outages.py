@@ -25,19 +25,22 @@ from tests.helpers import BIN, recap, run_playbook
 from tests.integration.isvc_cluster import IsvcCluster
 from tests.upstream import UPSTREAM_DIR
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.private_cluster, pytest.mark.slow]
 
 TAGS = "cert_manager,istio"  # two roles with Deployments; istio's starts after cert-manager's are Available
+# The re-runs converge the whole platform: only the real KServe and Knative controllers make the
+# InferenceServices Ready, and they must come up on a cluster that went through the outage.
+PLATFORM = "cert_manager,istio,knative,kserve"
 UNDERWAY = "istio-system"  # the istio role has created its namespace: the converge is half done
 MODELS = "outage-models"
 
 
-def playbook_args(kubeconfig: str) -> list[str]:
-    return ["site.yml", "--tags", TAGS, "-e", f"kserve_ansible_mirror_dir={UPSTREAM_DIR}"]
+def playbook_args(kubeconfig: str, tags: str = TAGS) -> list[str]:
+    return ["site.yml", "--tags", tags, "-e", f"kserve_ansible_mirror_dir={UPSTREAM_DIR}"]
 
 
-def converge(kubeconfig: str) -> dict:
-    result = run_playbook(*playbook_args(kubeconfig), kubeconfig=kubeconfig, timeout=600)
+def converge(kubeconfig: str, tags: str = PLATFORM) -> dict:
+    result = run_playbook(*playbook_args(kubeconfig, tags), kubeconfig=kubeconfig, timeout=900)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     return recap(result.stdout)
 
@@ -125,10 +128,12 @@ def test_a_converge_interrupted_by_an_outage_recovers_after_devcluster_up(
             os.kill(pid, signal.SIGKILL)
             wait_for(lambda: not is_running(pid), 10, f"{component} to die")
             killed = time.monotonic()
-            interrupted.wait(timeout=300)  # the converge fails on the lost connection
             # The fault as reported: an outage longer than the node lifecycle controller's grace period, so
             # the nodes' leases are stale when the API server answers again and the controller may mark the
-            # nodes NotReady and their pods Ready=False before kwok renews the leases.
+            # nodes NotReady and their pods Ready=False before kwok renews the leases. No longer: the
+            # converge meanwhile fails on the lost connection (API server down) or waits on its requests
+            # (etcd down: the API server answers 504 after its own timeout), and the longer etcd is down
+            # the longer the API server's etcd clients back off before they reconnect.
             time.sleep(max(0.0, killed + NODE_MONITOR_GRACE_SECONDS + 5 - time.monotonic()))
 
             restarted = devcluster_cli(state_dir, "up")
@@ -136,11 +141,12 @@ def test_a_converge_interrupted_by_an_outage_recovers_after_devcluster_up(
             assert f"component {component}" in restarted.stderr and "not running any more" in restarted.stderr
             assert devcluster_cli(state_dir, "status").returncode == 0
         finally:
-            interrupted.wait(timeout=300)
+            interrupted.wait(timeout=300)  # it failed, or rode out the outage (it is not what is tested)
 
-    # The simulator's watches resumed: a new InferenceService and the one from before become Ready.
-    isvcs.create("after")
+    # The re-run installs the rest of the platform on the recovered cluster; the real KServe and Knative
+    # controllers then make the InferenceService from before and a new one (through their webhooks) Ready.
     assert converge(kubeconfig)["failed"] == 0
+    isvcs.create("after")
     wait_until_none(lambda: unready_pods(core), 120, "every pod Running and Ready")
     wait_until_none(lambda: unready_inference_services(isvcs.custom), 120, "every InferenceService Ready")
     assert converge(kubeconfig)["changed"] == 0

@@ -14,6 +14,7 @@ import shutil
 import pytest
 
 from devcluster.cluster import BIN_DIR
+from tests.cluster_plugin import wait_for
 from tests.helpers import recap, run_playbook
 from tests.upstream import UPSTREAM_DIR
 
@@ -213,8 +214,15 @@ class TestPlatformRoles:
         ok(uninstall(cluster, "kserve"))  # the manifests install, out of the way
         ok(converge(cluster, *helm, tags="kserve"))
         apps = client.AppsV1Api(api)
-        controller = apps.read_namespaced_deployment("kserve-controller-manager", "kserve")
-        assert {c.type: c.status for c in controller.status.conditions}["Available"] == "True"
+
+        def available():
+            controller = apps.read_namespaced_deployment("kserve-controller-manager", "kserve")
+            conditions = {c.type: c.status for c in controller.status.conditions or []}
+            return controller if conditions.get("Available") == "True" else None
+
+        # helm --wait can return in the second kwok marks a new pod Ready, before the pod runner's readiness
+        # probe of the real manager has passed (devcluster/README.md, "Pods that run for real"): wait for it.
+        controller = wait_for(available, 180, "KServe's controller Available after the Helm install")
         assert controller.metadata.annotations["meta.helm.sh/release-name"] == "kserve"
         config = client.CoreV1Api(api).read_namespaced_config_map("inferenceservice-config", "kserve").data
         assert json.loads(config["storageInitializer"])["memoryLimit"] == "1Gi"

@@ -78,12 +78,12 @@ CASES = {
         400,
         "embedding",
     ),
-    "v2 binary tensor extension": (
+    "v2 binary tensor request with a cut JSON header": (
         INFER,
         b'{"inputs": [',
         {"content-type": "application/octet-stream", "inference-header-content-length": "12"},
-        415,
-        "binary",
+        400,
+        "binary tensor request: the JSON header",
     ),
     "v2 bytes without JSON content type": (
         INFER,

@@ -33,6 +33,14 @@ async def wait_until(event: threading.Event) -> None:
     await asyncio.get_running_loop().run_in_executor(None, event.wait, 10)
 
 
+async def until(condition, what: str, timeout: float = 10) -> None:
+    """Let the other tasks run until `condition()` holds (a handshake: no fixed pause)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"never {what}"
+        await asyncio.sleep(0)
+
+
 def test_a_lone_request_runs_at_once_and_gets_its_results():
     model = RecordingModel()
 
@@ -56,7 +64,7 @@ def test_requests_queued_during_a_forward_pass_share_the_next_one():
         first = asyncio.create_task(batcher.submit(["first"]))
         await wait_until(model.first_started)
         queued = [asyncio.create_task(batcher.submit([f"q{n}a", f"q{n}b"])) for n in range(3)]
-        await asyncio.sleep(0.05)  # let them queue while the first pass is held
+        await until(lambda: batcher.backlog() == 6, "queued while the first pass is held")
         model.release.set()
         try:
             return await first, await asyncio.gather(*queued)
@@ -80,7 +88,7 @@ def test_batches_respect_the_size_limit_and_keep_a_request_whole():
         queued = [
             asyncio.create_task(batcher.submit(texts)) for texts in (["a", "b", "c"], ["d", "e"], ["f"] * 6)
         ]
-        await asyncio.sleep(0.05)
+        await until(lambda: batcher.backlog() == 11, "queued while the first pass is held")
         model.release.set()
         try:
             await first
@@ -118,7 +126,7 @@ def test_a_cancelled_request_is_dropped_before_its_turn():
         await wait_until(model.first_started)
         gone = asyncio.create_task(batcher.submit(["client went away"]))
         kept = asyncio.create_task(batcher.submit(["kept"]))
-        await asyncio.sleep(0.05)
+        await until(lambda: batcher.backlog() == 2, "queued while the first pass is held")
         gone.cancel()
         model.release.set()
         try:
@@ -131,20 +139,40 @@ def test_a_cancelled_request_is_dropped_before_its_turn():
     assert model.batches == [["first"], ["kept"]]
 
 
-def test_wait_window_gathers_requests_that_arrive_shortly_after():
+def test_wait_window_gathers_requests_until_the_batch_is_full():
     model = RecordingModel()
 
     async def scenario():
-        batcher = MicroBatcher(model, max_batch_size=8, max_wait_seconds=0.5)
+        # an hour's window: only a full batch (3 texts) can end it within the test's timeout
+        batcher = MicroBatcher(model, max_batch_size=3, max_wait_seconds=3600)
         try:
             first = asyncio.create_task(batcher.submit(["a"]))
-            await asyncio.sleep(0.05)  # well inside the window
-            return await asyncio.gather(first, batcher.submit(["b"]))
+            await until(lambda: batcher.backlog() == 1, "queued the first request")
+            second = asyncio.create_task(batcher.submit(["b"]))
+            await until(lambda: batcher.backlog() == 2, "queued the second request")
+            assert model.batches == [], "a forward pass started before the batch was full"
+            return await asyncio.wait_for(asyncio.gather(first, second, batcher.submit(["c"])), 30)
         finally:
             batcher.close()
 
-    assert asyncio.run(scenario()) == [["A"], ["B"]]
-    assert model.batches == [["a", "b"]]
+    assert asyncio.run(scenario()) == [["A"], ["B"], ["C"]]
+    assert model.batches == [["a", "b", "c"]]
+
+
+def test_a_lone_request_waits_out_the_window_then_runs_alone():
+    model = RecordingModel()
+
+    async def scenario():
+        batcher = MicroBatcher(model, max_batch_size=8, max_wait_seconds=0.2)
+        started = asyncio.get_running_loop().time()
+        try:
+            return await batcher.submit(["a"]), asyncio.get_running_loop().time() - started
+        finally:
+            batcher.close()
+
+    result, waited = asyncio.run(scenario())
+    assert result == ["A"] and model.batches == [["a"]]
+    assert waited >= 0.2
 
 
 @pytest.mark.parametrize(("size", "wait", "queued"), [(0, 0.0, None), (4, -1.0, None), (4, 0.0, 0)])

@@ -11,16 +11,14 @@ import pytest
 from tests.model.conftest import MODEL_NAME
 from tests.model.server_process import ServerProcess
 
-LOAD_DELAY_SECONDS = 6
-
 
 def test_ready_only_after_the_model_has_loaded(tiny_model_dir, tmp_path):
-    server = ServerProcess(
-        tiny_model_dir, tmp_path / "server.log", f"--load_delay_seconds={LOAD_DELAY_SECONDS}"
-    )
+    gate = tmp_path / "load-now"  # the model loads once the test creates this file, not after some seconds
+    server = ServerProcess(tiny_model_dir, tmp_path / "server.log", f"--load_after_file={gate}")
     try:
         server.wait_listening()
-        # Listening, alive, but still loading: not ready, and predictions are refused with 503.
+        server.wait_until(lambda: f"loads once {gate} exists" in server.log(), 30, "to wait at the gate")
+        # Listening, alive, but the model not loaded: not ready, and predictions are refused with 503.
         assert server.get("/").status_code == 200
         assert server.get(f"/v1/models/{MODEL_NAME}").status_code == 503
         assert server.get("/v2/health/ready").status_code == 503
@@ -28,6 +26,7 @@ def test_ready_only_after_the_model_has_loaded(tiny_model_dir, tmp_path):
         assert refused.status_code == 503 and "not ready" in refused.text
         assert f'kserve_ansible_model_ready{{model="{MODEL_NAME}"}} 0.0' in server.get("/metrics").text
 
+        gate.touch()
         server.wait_ready(MODEL_NAME)
         assert server.get("/v2/health/ready").json() == {"ready": True}
         answer = server.post(f"/v1/models/{MODEL_NAME}:predict", json={"sequence": "now"})
@@ -64,10 +63,14 @@ def test_directory_without_a_model_fails_with_a_clear_error(tmp_path):
     assert "has no config.json (found: ['README'])" in server.log()
 
 
+# An hour's batching window: a forward pass starts only once a batch is full (--max_batch_size texts wait),
+# so what waits in the queue is up to the test, not to how fast this machine is.
+HOUR_MS = "--max_batch_wait_ms=3600000"
+
+
 def test_an_overloaded_server_answers_503_at_once_and_still_serves_what_it_queued(tiny_model_dir, tmp_path):
-    # A 5 s batching window keeps the first request's two texts waiting: the backlog (bound 2) is full.
     server = ServerProcess(
-        tiny_model_dir, tmp_path / "server.log", "--max_batch_wait_ms=5000", "--max_queued_texts=2"
+        tiny_model_dir, tmp_path / "server.log", HOUR_MS, "--max_batch_size=3", "--max_queued_texts=3"
     )
     predict = f"/v1/models/{MODEL_NAME}:predict"
     try:
@@ -76,28 +79,30 @@ def test_an_overloaded_server_answers_503_at_once_and_still_serves_what_it_queue
             queued = pool.submit(server.post, predict, json={"instances": ["first", "second"]})
             # preprocessed means handed to the batcher (nothing awaits in between)
             server.wait_until(lambda: preprocessed(server) == 1, 30, "to queue the first request")
-            refused = server.post(predict, json={"sequence": "one more"})
+            refused = server.post(predict, json={"instances": ["one", "more"]})  # 2 + 2 texts > 3
+            fills = server.post(predict, json={"sequence": "fills the batch"})  # 2 + 1: the batch runs
             served = queued.result()
         assert refused.status_code == 503, refused.text
         assert refused.headers["Retry-After"] == "1"
-        assert "server busy: 2 texts already wait for the model (limit 2)" in refused.json()["error"]
+        assert "server busy: 2 texts already wait for the model (limit 3)" in refused.json()["error"]
         assert served.status_code == 200, served.text
         assert len(served.json()["predictions"]) == 2
+        assert fills.status_code == 200, fills.text
         metrics = server.get("/metrics").text
         assert f'code="503",model="{MODEL_NAME}",protocol="v1"}} 1.0' in metrics, metrics
+        assert f'kserve_ansible_model_batch_size_sum{{model="{MODEL_NAME}"}} 3.0' in metrics, metrics
     finally:
         server.stop()
 
 
 def test_a_request_whose_client_leaves_is_dropped_and_frees_its_place(tiny_model_dir, tmp_path):
-    # The 4 s batching window holds the first request's texts in the queue while its client goes away.
     server = ServerProcess(
-        tiny_model_dir, tmp_path / "server.log", "--max_batch_wait_ms=4000", "--max_queued_texts=2"
+        tiny_model_dir, tmp_path / "server.log", HOUR_MS, "--max_batch_size=2", "--max_queued_texts=2"
     )
     predict = f"/v1/models/{MODEL_NAME}:predict"
     try:
         server.wait_ready(MODEL_NAME)
-        body = json.dumps({"instances": ["left", "early"]}).encode()
+        body = json.dumps({"instances": ["left early"]}).encode()
         with socket.create_connection(("127.0.0.1", server.port)) as leaving:
             leaving.sendall(
                 f"POST {predict} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
@@ -105,8 +110,8 @@ def test_a_request_whose_client_leaves_is_dropped_and_frees_its_place(tiny_model
                 + body
             )
             server.wait_until(lambda: preprocessed(server) == 1, 30, "to queue the first request")
-        # Its client gone, its two texts no longer count: this request fits in the backlog bound.
         server.wait_until(lambda: "499" in counts(server), 30, "to notice the client has gone")
+        # Its client gone, its text no longer counts: two texts fit the bound of 2 and fill the batch.
         answer = server.post(predict, json={"instances": ["stays", "here"]})
         assert answer.status_code == 200, answer.text
         assert counts(server) == {"499": 1.0, "200": 1.0}

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import requests
 
@@ -54,20 +55,32 @@ def running(argv: list[str], what: str, ready: Callable[[], bool], log: pathlib.
                 process.wait()
 
 
+class Sink(NamedTuple):
+    url: str
+    events: pathlib.Path  # the --file
+    stdout: pathlib.Path
+    process: subprocess.Popen
+
+
 @contextlib.contextmanager
-def cloudevents_sink(workdir: pathlib.Path) -> Iterator[tuple[str, pathlib.Path, pathlib.Path]]:
-    """The sink script as the role runs it: yields (url, events file, stdout log)."""
+def cloudevents_sink(workdir: pathlib.Path, *options: str) -> Iterator[Sink]:
+    """The sink script as the role runs it, with `options` added; it must end with code 0 on SIGTERM (so a
+    crash during the block fails)."""
     port = free_port()
     events = workdir / "events.jsonl"
     stdout = workdir / "sink.stdout"
     argv = [sys.executable, "-u", str(SINK_SCRIPT), "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--file", str(events)]
+    argv += ["--file", str(events), *options]
     url = f"http://127.0.0.1:{port}"
     with stdout.open("wb") as out, stdout.with_suffix(".stderr").open("wb") as err:
         process = subprocess.Popen(argv, stdout=out, stderr=err, cwd=ROOT)
         try:
             wait_until(lambda: requests.get(f"{url}/healthz", timeout=1).ok, 30, "cloudevents sink", process)
-            yield url, events, stdout
+            yield Sink(url, events, stdout, process)
+            if process.poll() is None:
+                process.terminate()
+            assert process.wait(timeout=15) == 0, f"the sink ended with code {process.returncode}, not 0"
         finally:
-            process.terminate()
-            process.wait(timeout=15)
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=15)

@@ -39,7 +39,7 @@ def run_load(stack: Stack, seconds: float) -> tuple[float, float, dict[int, int]
     for concurrency in (1, 2, 4, 8):
         for code, count in send_load(stack, seconds / 4, concurrency=concurrency).items():
             answers[code] = answers.get(code, 0) + count
-    time.sleep(3)
+    stack.wait_scraped_since(time.time(), scrapes=3)
     return start, time.time(), answers
 
 

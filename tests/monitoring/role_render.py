@@ -17,7 +17,10 @@ from ansible.plugins.loader import init_plugin_loader
 from ansible.template import Templar, trust_as_template
 from ansible.utils.collection_loader import AnsibleCollectionConfig
 
-ROLE = pathlib.Path(__file__).resolve().parents[2] / "roles" / "monitoring"
+ROLES = pathlib.Path(__file__).resolve().parents[2] / "roles"
+ROLE = ROLES / "monitoring"
+# Every play lists the role of the shared settings first (kserve_ansible_*: image overrides, ...).
+SHARED_DEFAULTS = ROLES / "kserve_ansible" / "defaults" / "main.yml"
 
 
 @functools.cache
@@ -27,14 +30,15 @@ def _load_plugins_once() -> None:
 
 
 def _templar(**overrides: Any) -> Templar:
-    """A Templar with the role's defaults, then its vars, then `overrides` (like `-e`)."""
+    """A Templar with the shared settings' defaults, the role's defaults, then its vars, then `overrides`
+    (like `-e`)."""
     _load_plugins_once()
     loader = DataLoader()
     loader.set_basedir(str(ROLE))
     variables: dict[str, Any] = {}
-    for name in ("defaults/main.yml", "vars/main.yml"):
+    for path in (SHARED_DEFAULTS, ROLE / "defaults/main.yml", ROLE / "vars/main.yml"):
         # Trusted as templates, as Ansible trusts a role's own files.
-        variables.update(loader.load_from_file(str(ROLE / name), trusted_as_template=True))
+        variables.update(loader.load_from_file(str(path), trusted_as_template=True))
     variables.update(overrides)
     return Templar(loader=loader, variables=variables)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import datetime
 import json
 import pathlib
 import re
@@ -172,6 +173,32 @@ class Stack:
         return requests.get(f"{self.prometheus_url}/api/v1/targets", timeout=10).json()["data"][
             "activeTargets"
         ]
+
+    def wait_scraped_since(self, moment: float, scrapes: int = 2, timeout: float = 60) -> None:
+        """Until Prometheus has scraped every model server `scrapes` times since `moment` (time.time()):
+        what they counted before it is then in the TSDB, with a later sample for rates."""
+        servers = {f"http://127.0.0.1:{pod.http_port}/metrics" for pod in self.pods}
+        marks = {url: moment for url in servers}
+        deadline = time.monotonic() + timeout
+        for _ in range(scrapes):
+            while True:
+                seen = {
+                    t["scrapeUrl"]: scrape_time(t["lastScrape"])
+                    for t in self.targets()
+                    if t["scrapeUrl"] in servers and t["health"] == "up"
+                }
+                if all(seen.get(url, 0.0) > mark for url, mark in marks.items()):
+                    marks = {url: seen[url] for url in servers}
+                    break
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"model servers not scraped {scrapes} times since {moment}: {seen}")
+                time.sleep(0.2)
+
+
+def scrape_time(rfc3339: str) -> float:
+    """Prometheus' lastScrape (RFC 3339, nanoseconds) as a time.time() value."""
+    trimmed = re.sub(r"(\.\d{6})\d*", r"\1", rfc3339).replace("Z", "+00:00")
+    return datetime.datetime.fromisoformat(trimmed).timestamp()
 
 
 def tiny_model(cache: pathlib.Path) -> pathlib.Path:

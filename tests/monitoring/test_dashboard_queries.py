@@ -24,7 +24,7 @@ def loaded_stack(tmp_path_factory):
     with metrics_stack(tmp_path_factory.mktemp("metrics-stack")) as stack:
         answers = send_load(stack, seconds=12)
         assert set(answers) == {200, 400}, answers
-        time.sleep(3)  # a few more scrapes after the last request
+        stack.wait_scraped_since(time.time())  # what the load counted is in Prometheus
         yield stack
 
 

@@ -61,6 +61,62 @@ def test_prometheus_runs_the_rendered_config_and_restarts_when_it_changes():
     assert config_checksum(changed[0]) != config_checksum(deployment)
 
 
+def rules_granted_to_each_service_account(objects: list[dict]) -> dict[str, list[dict]]:
+    """The RBAC rules each ServiceAccount in `objects` gets from the (Cluster)RoleBindings in `objects`."""
+    roles = {(obj["kind"], obj["metadata"]["name"]): obj["rules"] for obj in objects if "rules" in obj}
+    granted: dict[str, list[dict]] = {
+        account["metadata"]["name"]: [] for account in by_kind(objects, "ServiceAccount")
+    }
+    for binding in objects:
+        if binding["kind"] in ("RoleBinding", "ClusterRoleBinding"):
+            rules = roles[(binding["roleRef"]["kind"], binding["roleRef"]["name"])]
+            for subject in binding["subjects"]:
+                assert subject["kind"] == "ServiceAccount", binding["metadata"]["name"]
+                granted[subject["name"]] += rules
+    return granted
+
+
+def rendered_rbac(**overrides) -> dict[str, list[dict]]:
+    objects = [obj for template in ALL_PIECES for obj in render_manifests(template, **overrides)]
+    assert {obj["kind"] for obj in objects} & {
+        "Role",
+        "RoleBinding",
+    } == set()  # none today: cluster-wide only
+    return rules_granted_to_each_service_account(objects)
+
+
+POD_DISCOVERY = {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}
+
+
+def test_each_service_account_holds_only_what_its_workload_uses():
+    # Prometheus: pod discovery for the scrape jobs; node discovery and the kubelets' /metrics/cadvisor
+    # (nodes/metrics) for the cAdvisor job. Promtail: pod discovery. Nothing reads Secrets, exec's or
+    # proxies into pods (nodes/proxy would allow both) or scrapes the API server's /metrics.
+    assert rendered_rbac() == {
+        "prometheus": [
+            POD_DISCOVERY,
+            {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
+        ],
+        "promtail": [POD_DISCOVERY],
+    }
+
+
+def test_without_the_cadvisor_job_prometheus_cannot_read_nodes():
+    assert rendered_rbac(monitoring_scrape_cadvisor=False) == {
+        "prometheus": [POD_DISCOVERY],
+        "promtail": [POD_DISCOVERY],
+    }
+
+
+def test_prometheus_api_cannot_reload_stop_or_administer_it():
+    # /-/reload and /-/quit (--web.enable-lifecycle) and the admin API are unauthenticated on port 9090:
+    # anyone who reaches the Service could stop Prometheus. A new config restarts the pod (config-sha256).
+    (deployment,) = by_kind(render_manifests("prometheus.yaml.j2"), "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert [arg for arg in container["args"] if arg.startswith("--web.")] == []
+
+
 def test_knative_scraping_can_be_left_out():
     config = yaml.safe_load(render_template("prometheus-config.yaml.j2", monitoring_scrape_knative=False))
     assert "knative-serving" not in [job["job_name"] for job in config["scrape_configs"]]
@@ -162,10 +218,39 @@ def test_the_sink_pod_runs_the_script_this_repository_tests():
         "/app/cloudevents_sink.py",
         "--port",
         "8080",
+        "--workers",
+        "8",
+        "--max-body-bytes",
+        "4194304",
         "--file",
         "/data/events.jsonl",
+        "--file-max-bytes",
+        "104857600",
+        "--file-keep",
+        "2",
     ]
     assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http"}]
+
+
+def test_the_sink_pod_has_room_for_its_limits():
+    def sink_pod(**overrides):
+        deployment = by_kind(render_manifests("cloudevents-sink.yaml.j2", **overrides), "Deployment")[0]
+        return deployment["spec"]["template"]["spec"]
+
+    def memory_and_disk(pod):
+        (container,) = pod["containers"]
+        data = next(volume for volume in pod["volumes"] if volume["name"] == "data")
+        return container["resources"]["limits"]["memory"], data["emptyDir"].get("sizeLimit")
+
+    # 8 workers at 4 MiB bodies peak at 183 MiB (JSON of empty objects); 3 files of 100 MiB and a spare.
+    assert memory_and_disk(sink_pod()) == ("256Mi", "400Mi")
+    bigger = sink_pod(
+        monitoring_cloudevents_sink_max_body_bytes="16777216",  # -e gives strings
+        monitoring_cloudevents_sink_file_max_bytes="10485760",
+        monitoring_cloudevents_sink_file_keep="5",
+    )
+    assert memory_and_disk(bigger) == ("832Mi", "70Mi")
+    assert memory_and_disk(sink_pod(monitoring_cloudevents_sink_file="")) == ("256Mi", None)
 
 
 def test_pieces_follow_their_switches():

@@ -129,9 +129,11 @@ def test_summary_has_urls_revisions_and_traffic():
         ),
         ("exec_format", "exec_format", True, "exec format error"),
         ("hf_storage_uri", "hf_storage_uri", True, "StorageURI not supported"),
+        ("deployment_invalid", "invalid_deployment", True, "must be less than or equal to cpu limit of 1"),
         ("invalid_spec", "invalid_spec", True, "NoSupportingRuntime"),
         ("oom", "oom", True, "OOMKilled (3 restarts)"),
         ("crash_loop", "crash_loop", False, "crash-looping (3 restarts)"),
+        ("revision_failed", "failed_load", True, "model directory /mnt/models/not-there does not exist"),
         ("ingress_pending", "ingress", False, "Ingress has not yet been reconciled."),
         ("node_not_ready", "node_not_ready", False, "Running, Ready=False (NodeNotReady)"),
     ],
@@ -143,6 +145,15 @@ def test_diagnosis_names_the_cause(case, kind, terminal, text):
     assert any(text in f.message for f in matching), render_findings(findings)
     assert any(f.terminal for f in findings) is terminal
     assert HINTS.get(kind, "") in render_findings(findings)
+
+
+def test_a_failed_revision_is_terminal_only_once_no_pod_is_left_to_retry():
+    failed = evidence("revision_failed")
+    crashing_pod = evidence("crash_loop").pods[0]
+    still_retrying = Evidence(isvc=failed.isvc, pods=[crashing_pod])
+    assert not any(f.terminal for f in diagnose(still_retrying))
+    [finding] = [f for f in diagnose(failed) if f.terminal]
+    assert finding.message.endswith("(no pod of the revision is left to retry)")
 
 
 def test_crash_loop_diagnosis_shows_the_last_log_lines():
@@ -230,3 +241,48 @@ def test_conditions_with_one_cause_are_reported_once():
         "conditions PredictorReady, Ready=False (Unschedulable): 0/1 nodes are available"
     )
     assert len(messages) == 2
+
+
+def test_events_of_a_deleted_inference_service_of_the_same_name_are_left_out():
+    from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_isvc import _related_events
+
+    def warning(name, last):
+        return {"type": "Warning", "involvedObject": {"name": name}, "lastTimestamp": last, "message": last}
+
+    events = [
+        warning("greedy-predictor-00001", "2026-12-02T01:30:00Z"),  # about the one deleted before
+        warning("greedy-predictor-00001", "2026-12-02T01:34:40Z"),
+        warning("greedy", "2026-12-02T01:34:00Z"),
+        warning("other-predictor-00001", "2026-12-02T01:35:00Z"),
+    ]
+    chosen = _related_events(events, "greedy", [], since="2026-12-02T01:34:00Z")
+    assert [e["message"] for e in chosen] == ["2026-12-02T01:34:00Z", "2026-12-02T01:34:40Z"]
+
+
+def test_pods_and_pod_events_of_an_older_revision_are_left_out():
+    """A canary rolled back: its revision's pod still crashes (exec format error), the InferenceService now
+    waits for a newer revision: that crash must not end the wait as a terminal failure."""
+    from ansible_collections.kserve_ansible.serving.plugins.module_utils.k8s_isvc import (
+        _current_pods,
+        _related_events,
+    )
+
+    def pod(name, revision=None):
+        labels = {"serving.kserve.io/inferenceservice": "m"}
+        if revision:
+            labels["serving.knative.dev/revision"] = revision
+        return {"metadata": {"name": name, "labels": labels}}
+
+    status = {"components": {"predictor": {"latestCreatedRevision": "m-predictor-00003"}}}
+    old, new, raw = pod("old", "m-predictor-00002"), pod("new", "m-predictor-00003"), pod("raw")
+    assert _current_pods({"status": status}, [old, new, raw]) == [new, raw]
+    assert _current_pods({"status": {}}, [old, new]) == [old, new]  # no revision known yet: all of them
+
+    crash = {
+        "type": "Warning",
+        "reason": "BackOff",
+        "involvedObject": {"kind": "Pod", "name": "old"},
+        "message": "exec format error",
+    }
+    revision = {"type": "Warning", "involvedObject": {"kind": "Revision", "name": "m-predictor-00003"}}
+    assert _related_events([crash, revision], "m", [new]) == [revision]

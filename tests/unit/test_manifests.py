@@ -3,11 +3,15 @@
 import hashlib
 import json
 import pathlib
+import re
 from typing import ClassVar
 
 import pytest
 from ansible_collections.kserve_ansible.serving.plugins.module_utils import manifests as m
-from ansible_collections.kserve_ansible.serving.plugins.module_utils.releases import mirror_path
+from ansible_collections.kserve_ansible.serving.plugins.module_utils.releases import (
+    mirror_path,
+    supported_versions,
+)
 
 from tests.upstream import UPSTREAM_DIR
 
@@ -350,8 +354,10 @@ class TestReleaseFiles:
             )
 
     def test_an_unknown_release_is_refused_with_the_supported_ones(self):
+        assert "0.14.1" in supported_versions("kserve")
+        supported = re.escape(", ".join(supported_versions("kserve")))
         with pytest.raises(
-            m.ManifestError, match=r"kserve 9\.9\.9 is not a supported release \(supported: 0\.14\.1\)"
+            m.ManifestError, match=rf"kserve 9\.9\.9 is not a supported release \(supported: {supported}\)"
         ):
             m.ManifestSource.from_params({"name": "kserve.yaml"}, component="kserve", version="9.9.9")
 
@@ -363,7 +369,7 @@ class TestReleaseFiles:
             source.url
             == "https://github.com/knative/serving/releases/download/knative-v1.16.0/serving-core.yaml"
         )
-        assert source.sha256 == ""  # the mirror's pins are not all the published bytes
+        assert source.sha256 == "1f55c6b02bbea20ffe7c203811ae8dfd238ead7caca1f2e76275b239dfd06206"  # verified
 
     def test_a_source_may_name_its_own_component_and_version(self, tmp_path):
         own = {"name": "net-istio.yaml", "component": "net-istio", "version": "1.16.0"}

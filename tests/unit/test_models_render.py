@@ -203,7 +203,37 @@ def test_custom_model_without_model_id_serves_mnt_models():
     assert isvc["spec"]["predictor"]["containers"][0]["args"] == [
         "--model_name=bert-sentiment",
         "--model_dir=/mnt/models",
+        "--enable_grpc=false",
     ]
+
+
+def test_our_model_server_is_ready_only_once_its_model_answers():
+    """Our server listens while the model loads and answers 503 on /v1/models/NAME until it has loaded."""
+    isvc = render({"name": "c", "model_name": "bert-sentiment", "image": "r/kserve-ansible-model:1"})
+    probe = isvc["spec"]["predictor"]["containers"][0]["readinessProbe"]
+    assert probe["httpGet"] == {"path": "/v1/models/bert-sentiment", "port": 8080}
+    assert probe["periodSeconds"] >= 1 and probe["failureThreshold"] >= 1
+    assert schema_errors(isvc) == []
+
+
+def test_the_entry_overrides_or_drops_the_readiness_probe():
+    own = {"httpGet": {"path": "/v2/health/ready", "port": 8080}, "periodSeconds": 10}
+    isvc = render({"name": "c", "image": "r/kserve-ansible-model:1", "readiness_probe": own})
+    assert isvc["spec"]["predictor"]["containers"][0]["readinessProbe"] == own
+    isvc = render({"name": "c", "image": "r/kserve-ansible-model:1", "readiness_probe": {}})
+    assert "readinessProbe" not in isvc["spec"]["predictor"]["containers"][0]
+
+
+def test_grpc_stays_off_unless_the_entry_asks_for_it():
+    """The container's args replace the image's CMD, and KServe's server turns gRPC on by default."""
+    off = render({"name": "c", "image": "r/kserve-ansible-model:1", "args": ["--enable_docs_url=true"]})
+    args = off["spec"]["predictor"]["containers"][0]["args"]
+    assert "--enable_grpc=false" in args
+    assert args[-1] == "--enable_docs_url=true"  # the entry's own args come last and win
+    on = render({"name": "c", "image": "r/kserve-ansible-model:1", "grpc": True})
+    assert "--enable_grpc=true" in on["spec"]["predictor"]["containers"][0]["args"]
+    runtime = render({"name": "h", "model_format": "huggingface", "model_id": "a/b"})
+    assert not any("grpc" in arg for arg in runtime["spec"]["predictor"]["model"]["args"])
 
 
 def test_autoscaling_placement_and_raw_deployment():

@@ -151,4 +151,7 @@ def test_module_documentation_matches_its_arguments():
 
     docs = module_docs("cluster_preflight")
     assert docs["EXAMPLES"] and docs["RETURN"]
-    assert set(docs["DOCUMENTATION"]["options"]) == set(cluster_preflight.REQUIREMENTS)
+    assert set(docs["DOCUMENTATION"]["options"]) == {
+        *cluster_preflight.REQUIREMENTS,
+        *cluster_preflight.CONNECTION_ONLY,
+    }

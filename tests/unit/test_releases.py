@@ -35,9 +35,37 @@ def test_the_catalog_pins_the_mirrors_files_at_the_mirror_layout():
 def test_an_unknown_version_names_the_supported_ones_and_the_way_out():
     problem = r.version_problem("kserve_version", "0.99.0")
     assert problem == (
-        "kserve_version=0.99.0: kserve 0.99.0 is not a supported release (supported: 0.14.1). To run another "
-        "release, declare its files and their sha256 in kserve_ansible_extra_releases."
+        "kserve_version=0.99.0: kserve 0.99.0 is not a supported release (supported: 0.14.1, 0.15.2, "
+        "0.16.0). To run another release, declare its files and their sha256 in "
+        "kserve_ansible_extra_releases."
     )
+
+
+def test_kserve_releases_are_sorted_by_version_not_by_text():
+    extra = {"kserve": {"0.9.0": {"kserve.yaml": "a" * 64}}}
+    assert r.supported_versions("kserve", extra) == ["0.9.0", "0.14.1", "0.15.2", "0.16.0"]
+
+
+@pytest.mark.parametrize(
+    ("version", "has_it"),
+    [
+        ("0.14.1", False),
+        ("0.14.99", False),
+        ("0.15.0", True),
+        ("0.15.2", True),
+        ("0.16.0", True),
+        ("v1.0.0", True),
+    ],
+)
+def test_hf_storage_uri_is_a_feature_from_kserve_0_15_0(version, has_it):
+    assert r.has_feature("kserve", version, "hf_storage_uri") is has_it
+
+
+def test_features_are_known_by_name_and_versions_must_be_x_y_z():
+    with pytest.raises(r.ReleaseError, match="kserve has no feature 'llm' in the catalog"):
+        r.has_feature("kserve", "0.16.0", "llm")
+    with pytest.raises(r.ReleaseError, match=r"not a version: '0\.15'"):
+        r.has_feature("kserve", "0.15", "hf_storage_uri")
 
 
 def test_knative_version_pins_knative_serving_and_net_istio():
@@ -65,7 +93,11 @@ def test_release_urls_and_mirror_paths():
     assert (
         crds.url == "https://github.com/knative/serving/releases/download/knative-v1.16.0/serving-crds.yaml"
     )
-    assert (crds.path, crds.sha256) == ("", "")  # downloads of manifests: the pins are the mirror's bytes
+    # the mirror's serving-crds.yaml is the published asset byte for byte: its pin verifies the download
+    assert (crds.path, crds.sha256) == (
+        "",
+        r.CATALOG["knative-serving"].releases["1.16.0"]["serving-crds.yaml"],
+    )
     mirrored = r.release_file("cert-manager", "1.16.2", "cert-manager.yaml", mirror_dir="/srv/mirror")
     assert mirrored.path == "/srv/mirror/cert-manager/1.16.2/cert-manager.yaml"
     assert mirrored.url == ""
@@ -76,6 +108,7 @@ def test_release_urls_and_mirror_paths():
         "36a2099d02e728f6255f8ef4ab7856be76f8207a/grafana/knative-scaling.json"
     )
     assert dashboard.sha256  # raw files at a commit: the pins are the published bytes, downloads verified
+    # see tests/unit/test_downloads.py for the files whose published bytes are not pinned
 
 
 def test_helm_charts_come_from_the_mirror_or_their_oci_reference():
@@ -101,6 +134,21 @@ class TestPlaybooks:
         failed = [line for line in result.stdout.splitlines() if line.startswith(("fatal:", "failed:"))]
         assert len(failed) == 1, result.stdout[-3000:]
         assert "cert-manager 1.17.0 is not a supported release (supported: 1.16.2)" in result.stdout
+
+    @pytest.mark.parametrize("version", ["0.15.0", "0.16"])
+    def test_an_unsupported_kserve_version_is_refused_before_any_task_with_the_supported_ones(self, version):
+        result = run_playbook("playbooks/validate.yml", "-e", f"kserve_version={version}")
+        assert result.returncode != 0
+        output = " ".join(result.stdout.split())
+        if version == "0.16":
+            assert "kserve_version must be a version string like \"0.16.0\", got '0.16'" in output
+        else:
+            assert "kserve 0.15.0 is not a supported release (supported: 0.14.1, 0.15.2, 0.16.0)" in output
+
+    @pytest.mark.parametrize("version", ["0.14.1", "0.15.2", "0.16.0"])
+    def test_each_kserve_release_of_the_catalog_passes_validation(self, version):
+        result = run_playbook("playbooks/validate.yml", "-e", f"kserve_version={version}")
+        assert result.returncode == 0, result.stdout[-3000:]
 
     def test_extra_releases_make_a_pin_valid(self, tmp_path):
         settings = tmp_path / "extra.json"

@@ -63,7 +63,7 @@ def pins(path):
             continue
         name, _, version = line.split()[0].partition("==")
         assert version, f"{path.name}: {line!r} is not pinned with =="
-        result[canonical(name)] = version
+        result[canonical(name.partition("[")[0])] = version  # extras (name[extra]) pin the name itself
     return result
 
 
