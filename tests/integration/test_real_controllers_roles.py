@@ -6,9 +6,10 @@
   the models role turns on the flags its models need, and that model then gets Ready.
 - Applying an InferenceService while KServe's webhook does not serve yet (as right after KServe is installed)
   succeeds through the models role's retry, and fails at once with the API server's message without it.
-  The webhook is made not to serve deterministically: its Service selects no pod for a while (the API
-  server then answers `failed calling webhook ... no endpoints available`), and serves again once the
-  playbook has printed its first retry.
+  The webhook is made not to serve deterministically: its Service selects no pod for a while and its pod
+  is replaced (so no connection the API server opened before survives; the API server then answers
+  `failed calling webhook ... no endpoints available`), and serves again once the playbook has printed its
+  first retry.
 - A real rejection by KServe's webhook fails the models role at once (no retry).
 
 Needs the real controllers and webhook admission on in the local cluster.
@@ -239,6 +240,12 @@ def kserve_webhook_not_serving(platform):
     delete_race_model(platform)
     set_selector({**dict.fromkeys(selector), **NO_POD})  # strategic merge: null removes the real labels
     wait_for(lambda: not endpoints(), 60, "no endpoints behind KServe's webhook Service")
+    # The API server resolves a webhook Service when it dials, and keeps the connection open between calls:
+    # as long as the webhook's process lives, the next call still reaches it. The process is restarted (its
+    # Deployment makes a new pod, which the Service does not select), as after an install where no
+    # connection exists yet.
+    pods = ",".join(f"{key}={value}" for key, value in selector.items())
+    platform.kubectl("delete", "pod", "-n", namespace, "-l", pods, "--wait=true")
 
     def serve():
         set_selector({**dict.fromkeys(NO_POD), **selector})
