@@ -31,6 +31,8 @@ import subprocess
 import sys
 import time
 
+import yaml
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "collections"))  # the in-repo collection, as pytest's pythonpath has it
 
@@ -65,8 +67,24 @@ class Bench:
         """KServe at `version` and the models made again by its controller."""
         pin = f"kserve_version={version}"
         self.playbook("site.yml", "--tags", "kserve", "-e", pin)
+        self.delete_runtimes_not_in(version)
         self.playbook("site.yml", "--tags", "models", "-e", pin, "-e", "models_state=absent")
         self.playbook("site.yml", "--tags", "models", "-e", pin)
+
+    def delete_runtimes_not_in(self, version):
+        """Converging an older KServe leaves the runtimes only a newer release ships (the kserve role applies
+        its release's set and prunes nothing else); the older controller would then pick one for the
+        Hugging Face model (0.15.2's kserve-huggingfaceserver-multinode, which Knative's webhook rejects)."""
+        release = self.mirror / mirror_path("", "kserve", version) / "kserve-cluster-resources.yaml"
+        shipped = {
+            doc["metadata"]["name"]
+            for doc in yaml.safe_load_all(release.read_text())
+            if doc and doc["kind"] == "ClusterServingRuntime"
+        }
+        live = self.kubectl("get", "clusterservingruntimes", "-o", "name").stdout.split()
+        extra = [name for name in live if name.split("/", 1)[1] not in shipped]
+        if extra:
+            self.kubectl("delete", *extra)
 
     def kubectl(self, *args):
         return run([TOOLS / "kubectl", f"--kubeconfig={self.kubeconfig}", *args], env=self.env)
