@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "collections"))  # the in-repo collection, as pyte
 
 from bench.common import BIN, TOOLS, load_average, run
 from devcluster.paths import local_playbook_args
+from tests.helpers import hf_entry
 from tests.upstream import UPSTREAM_DIR
 
 PLATFORM_TAGS = "cert_manager,istio,knative,kserve"
@@ -42,19 +43,7 @@ TASK_LINE = re.compile(r"^(.*\S)\s+-*\s*(\d+\.\d+)s$")
 
 def entries(count):
     """N Hugging Face InferenceServices with requests small enough for 100 on the local cluster's nodes."""
-    return [
-        {
-            "name": f"hf-{index:03d}",
-            "model_format": "huggingface",
-            "protocol_version": "v2",
-            "model_id": "distilbert-base-uncased-finetuned-sst-2-english",
-            "resources": {
-                "requests": {"cpu": "10m", "memory": "64Mi"},
-                "limits": {"cpu": "100m", "memory": "128Mi"},
-            },
-        }
-        for index in range(count)
-    ]
+    return [hf_entry(index) for index in range(count)]
 
 
 def recap_changed(output):

@@ -51,3 +51,18 @@ def write_kubeconfig(path, server: str, verify: bool = True) -> str:
     }
     pathlib.Path(path).write_text(json.dumps(config))
     return str(path)
+
+
+def hf_entry(index: int) -> dict:
+    """A models-role entry: a Hugging Face InferenceService `hf-NNN` with requests small enough for 100 of
+    them on the local cluster's nodes (the many-models test and bench/many_models.py)."""
+    return {
+        "name": f"hf-{index:03d}",
+        "model_format": "huggingface",
+        "protocol_version": "v2",
+        "model_id": "distilbert-base-uncased-finetuned-sst-2-english",
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "64Mi"},
+            "limits": {"cpu": "100m", "memory": "128Mi"},
+        },
+    }

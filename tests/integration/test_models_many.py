@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.cluster_plugin import local_playbook
-from tests.helpers import recap
+from tests.helpers import hf_entry, recap
 from tests.integration.isvc_cluster import IsvcCluster
 from tests.integration.module_runner import run_module
 
@@ -68,19 +68,6 @@ def test_a_wait_over_many_reports_the_one_that_fails_with_its_diagnosis_and_the_
 
 
 # ----- the models role ------------------------------------------------------------------------------------
-
-
-def hf_entry(index: int) -> dict:
-    return {
-        "name": f"hf-{index:03d}",
-        "model_format": "huggingface",
-        "protocol_version": "v2",
-        "model_id": "distilbert-base-uncased-finetuned-sst-2-english",
-        "resources": {
-            "requests": {"cpu": "10m", "memory": "64Mi"},
-            "limits": {"cpu": "100m", "memory": "128Mi"},
-        },
-    }
 
 
 def models(cluster, tmp_path, entries, *args, state="present"):
